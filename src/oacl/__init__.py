@@ -1,0 +1,3 @@
+"""Object-aware contrastive learning for debiased scene representation (Mo et al., NeurIPS 2021)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,240 @@
+"""Typed, validated access to ``params.yaml``.
+
+Every section of params.yaml is a frozen dataclass. Each field may carry a
+``spec(...)`` in its metadata that bounds its value. :func:`load_params`
+validates the *whole* file — unknown keys, wrong types, values out of range —
+and raises one :class:`ConfigError` naming the dotted key, before any stage
+does work. Derived values (effective learning rate, ...) are computed where
+they are used and never written back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from oacl.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "BenchmarkConfig",
+    "MultiSetConfig",
+    "SingleSetConfig",
+    "ShiftSetConfig",
+    "RealDataConfig",
+    "DataConfig",
+    "Params",
+    "load_params",
+    "parse_section",
+    "spec",
+]
+
+
+def spec(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    doc: str = "",
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with numeric bounds checked by :func:`parse_section`.
+
+    Bounds apply to a number, or to every element of a tuple / list of numbers.
+    """
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class MultiSetConfig:
+    """Multi-object scenes (the COCO analogue, contextual bias)."""
+
+    train: int = spec(3000, ge=1, doc="training images")
+    test: int = spec(600, ge=1, doc="test images")
+    objects: tuple[int, int] = spec((1, 4), ge=1, le=8, doc="objects per image, inclusive range")
+    group_size: int = spec(2, ge=1, doc="classes per co-occurring group")
+    cooccur: float = spec(0.85, ge=0.0, le=1.0, doc="P(an extra object comes from the scene's group)")
+    crop_margin: float = spec(0.2, ge=0.0, le=1.0, doc="margin of the object-crop set, fraction of box side")
+    crop_size: int = spec(64, ge=8, doc="side of the object-crop images, px")
+
+
+@dataclass(frozen=True)
+class SingleSetConfig:
+    """Single-object images (the ImageNet-9 / Background Challenge analogue)."""
+
+    train: int = spec(3000, ge=1, doc="ORIGINAL training images")
+    test: int = spec(900, ge=1, doc="test images per Background Challenge variant")
+    bg_corr: float = spec(0.9, ge=0.0, le=1.0, doc="P(background family == class's family) in ORIGINAL")
+
+
+@dataclass(frozen=True)
+class ShiftSetConfig:
+    """Distribution-shift test sets for the single-object classes."""
+
+    test: int = spec(450, ge=1, doc="images per shift set (per corruption and severity)")
+    corruptions: tuple[str, ...] = spec(
+        default_factory=lambda: ("gaussian_noise", "defocus_blur", "fog", "jpeg_compression"),
+        doc="corruption names (see oacl.data.corruptions.CORRUPTIONS)",
+    )
+    severities: tuple[int, ...] = spec(default_factory=lambda: (1, 2, 3, 4, 5), ge=1, le=5)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """The embedded, procedurally generated benchmark written by the ``generate`` stage."""
+
+    seed: int = spec(0, ge=0)
+    image_size: int = spec(64, ge=16, le=1024, doc="side of every image, px")
+    num_classes: int = spec(8, ge=2, doc="object classes (shape families)")
+    object_scale: tuple[float, float] = spec((0.35, 0.65), gt=0.0, le=1.0, doc="object side / image side")
+    multi: MultiSetConfig = field(default_factory=MultiSetConfig)
+    single: SingleSetConfig = field(default_factory=SingleSetConfig)
+    shift: ShiftSetConfig = field(default_factory=ShiftSetConfig)
+
+
+@dataclass(frozen=True)
+class RealDataConfig:
+    """Pointers to real data sets; used when ``data.source`` is ``real``."""
+
+    multi_format: Literal["coco"] = "coco"
+    multi_images: str = ""
+    multi_train_json: str = ""
+    multi_test_json: str = ""
+    single_format: Literal["bgchallenge", "imagefolder"] = "bgchallenge"
+    single_root: str = ""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["embedded", "real"] = "embedded"
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    real: RealDataConfig = field(default_factory=RealDataConfig)
+
+
+# ------------------------------------------------------------------------ top level
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml. Sections are added here as their stages become real."""
+
+    pmix: float = spec(0.4, ge=0.0, le=1.0, doc="P(background mixup) per positive patch")
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+# ----------------------------------------------------------------------- machinery
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_bounds(value: Any, meta: Mapping[str, Any], key: str) -> None:
+    for name, ok in (
+        ("ge", lambda v, b: v >= b),
+        ("gt", lambda v, b: v > b),
+        ("le", lambda v, b: v <= b),
+        ("lt", lambda v, b: v < b),
+    ):
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[name]
+            raise ConfigError(f"params: '{key}' = {value!r} is out of range (must be {sym} {bound})")
+
+
+def _coerce(value: Any, tp: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it in canonical form."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"params: '{key}' must be a mapping of settings, got {value!r}")
+        return parse_section(tp, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"params: '{key}' = {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, meta)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params: '{key}' must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [_coerce(v, args[0], f"{key}[{i}]", meta) for i, v in enumerate(value)]
+        else:
+            if len(value) != len(args):
+                raise ConfigError(f"params: '{key}' must have {len(args)} elements, got {value!r}")
+            items = [_coerce(v, a, f"{key}[{i}]", meta) for i, (v, a) in enumerate(zip(value, args))]
+        return tuple(items)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"params: '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"params: '{key}' must be an integer, got {value!r}")
+        _check_bounds(value, meta, key)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"params: '{key}' must be a number, got {value!r}")
+        _check_bounds(float(value), meta, key)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"params: '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"config field '{key}' has an unsupported annotation {_type_name(tp)}")
+
+
+def parse_section(cls: type, raw: Mapping[str, Any] | None, prefix: str = "") -> Any:
+    """Build the frozen dataclass ``cls`` from a mapping, validating every key.
+
+    Missing keys take the dataclass default; unknown keys are an error.
+    """
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"params: '{prefix or 'params.yaml'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
+        raise ConfigError(f"params: unknown key {where} (known keys here: {', '.join(sorted(fields))})")
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            key = f"{prefix}.{name}" if prefix else name
+            values[name] = _coerce(raw[name], hints[name], key, f.metadata)
+    return cls(**values)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the whole params file; raise :class:`ConfigError` on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"params: cannot read {path}: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params: {path} is not valid YAML: {err}") from None
+    return parse_section(Params, raw)

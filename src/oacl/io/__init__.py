@@ -1,0 +1,1 @@
+"""Files: atomic writes, HDF5 stores, checkpoints."""
