@@ -1,0 +1,81 @@
+"""params.yaml validation: every bad value stops with one message naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oacl.config import ConfigError, Params, load_params, parse_section
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, obj: object) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    return path
+
+
+def test_repo_params_validate_and_match_defaults_shape():
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    assert 0.0 <= params.pmix <= 1.0
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    params = load_params(write(tmp_path, {}))
+    assert params == Params()
+
+
+def test_values_are_read(tmp_path):
+    params = load_params(write(tmp_path, {"pmix": 0.3, "data": {"benchmark": {"seed": 7}}}))
+    assert params.pmix == 0.3
+    assert params.data.benchmark.seed == 7
+
+
+def test_int_accepted_where_float_expected(tmp_path):
+    params = load_params(write(tmp_path, {"pmix": 1}))
+    assert params.pmix == 1.0 and isinstance(params.pmix, float)
+
+
+@pytest.mark.parametrize(
+    ("raw", "culprit"),
+    [
+        ({"pmix": 1.5}, "'pmix' = 1.5 is out of range"),
+        ({"pmix": -0.1}, "'pmix' = -0.1 is out of range"),
+        ({"pmix": "high"}, "'pmix' must be a number"),
+        ({"pmix": True}, "'pmix' must be a number"),
+        ({"nosuch": 1}, "unknown key 'nosuch'"),
+        ({"data": {"benchmark": {"sede": 1}}}, "unknown key 'data.benchmark.sede'"),
+        ({"data": {"benchmark": {"seed": 1.5}}}, "'data.benchmark.seed' must be an integer"),
+        ({"data": {"benchmark": {"image_size": 4}}}, "'data.benchmark.image_size' = 4 is out of range"),
+        ({"data": {"source": "imagenet"}}, "'data.source' = 'imagenet' is not one of"),
+        ({"data": {"benchmark": {"object_scale": [0.5]}}}, "'data.benchmark.object_scale' must have 2"),
+        ({"data": {"benchmark": {"object_scale": [0.0, 0.5]}}}, "'data.benchmark.object_scale[0]' = 0.0"),
+        ({"data": 3}, "'data' must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, raw, culprit):
+    with pytest.raises(ConfigError) as info:
+        load_params(write(tmp_path, raw))
+    assert culprit in str(info.value)
+
+
+def test_not_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("pmix: [0.3\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_sections_are_frozen():
+    params = parse_section(Params, {"pmix": 0.2})
+    with pytest.raises(Exception):
+        params.pmix = 0.5  # type: ignore[misc]
