@@ -29,6 +29,9 @@ __all__ = [
     "ShiftSetConfig",
     "RealDataConfig",
     "DataConfig",
+    "MocoConfig",
+    "ByolConfig",
+    "PretrainConfig",
     "Params",
     "load_params",
     "parse_section",
@@ -63,13 +66,17 @@ def spec(
 class MultiSetConfig:
     """Multi-object scenes (the COCO analogue, contextual bias)."""
 
-    train: int = spec(3000, ge=1, doc="training images")
-    test: int = spec(600, ge=1, doc="test images")
+    train: int = spec(3000, ge=1, doc="training scenes")
+    val: int = spec(300, ge=1, doc="held-out scenes, used only to cut crops_val (choosing the lineval l2 weight)")
+    test: int = spec(600, ge=1, doc="test scenes")
     objects: tuple[int, int] = spec((1, 4), ge=1, le=8, doc="objects per image, inclusive range")
-    group_size: int = spec(2, ge=1, doc="classes per co-occurring group")
-    cooccur: float = spec(0.85, ge=0.0, le=1.0, doc="P(an extra object comes from the scene's group)")
-    crop_margin: float = spec(0.2, ge=0.0, le=1.0, doc="margin of the object-crop set, fraction of box side")
-    crop_size: int = spec(64, ge=8, doc="side of the object-crop images, px")
+    object_scale: tuple[float, float] = spec((0.3, 0.5), gt=0.0, le=1.0, doc="object size / image side, per object")
+    group_size: int = spec(2, ge=1, doc="classes per co-occurring group (must divide num_classes)")
+    cooccur: float = spec(0.85, ge=0.0, le=1.0, doc="P(an extra object comes from the primary object's group)")
+    bg_corr: float = spec(0.5, ge=0.0, le=1.0, doc="P(scene background family == the primary object's class family)")
+    min_visible: float = spec(0.5, gt=0.0, le=1.0, doc="an occluded object is dropped below this visible fraction")
+    crop_margin: float = spec(0.2, ge=0.0, le=1.0, doc="margin of the object-crop set per side, fraction of box side")
+    crop_size: int = spec(64, ge=8, le=1024, doc="side of the object-crop images, px")
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,8 @@ class SingleSetConfig:
     """Single-object images (the ImageNet-9 / Background Challenge analogue)."""
 
     train: int = spec(3000, ge=1, doc="ORIGINAL training images")
-    test: int = spec(900, ge=1, doc="test images per Background Challenge variant")
+    val: int = spec(600, ge=1, doc="ORIGINAL held-out images (choosing the lineval l2 weight)")
+    test: int = spec(900, ge=1, doc="test images per Background Challenge variant (>= 2 per class)")
     bg_corr: float = spec(0.9, ge=0.0, le=1.0, doc="P(background family == class's family) in ORIGINAL")
 
 
@@ -91,6 +99,10 @@ class ShiftSetConfig:
         doc="corruption names (see oacl.data.corruptions.CORRUPTIONS)",
     )
     severities: tuple[int, ...] = spec(default_factory=lambda: (1, 2, 3, 4, 5), ge=1, le=5)
+    styles: tuple[str, ...] = spec(
+        default_factory=lambda: ("sketch", "stylized", "rendition"),
+        doc="rendering shifts (see oacl.data.benchmark.STYLES)",
+    )
 
 
 @dataclass(frozen=True)
@@ -99,8 +111,9 @@ class BenchmarkConfig:
 
     seed: int = spec(0, ge=0)
     image_size: int = spec(64, ge=16, le=1024, doc="side of every image, px")
-    num_classes: int = spec(8, ge=2, doc="object classes (shape families)")
-    object_scale: tuple[float, float] = spec((0.35, 0.65), gt=0.0, le=1.0, doc="object side / image side")
+    num_classes: int = spec(8, ge=2, le=10, doc="object classes (shape families)")
+    num_backgrounds: int = spec(8, ge=2, le=10, doc="background scene families (>= num_classes)")
+    object_scale: tuple[float, float] = spec((0.35, 0.65), gt=0.0, le=1.0, doc="object size / image side (single-object sets)")
     multi: MultiSetConfig = field(default_factory=MultiSetConfig)
     single: SingleSetConfig = field(default_factory=SingleSetConfig)
     shift: ShiftSetConfig = field(default_factory=ShiftSetConfig)
@@ -116,13 +129,72 @@ class RealDataConfig:
     multi_test_json: str = ""
     single_format: Literal["bgchallenge", "imagefolder"] = "bgchallenge"
     single_root: str = ""
+    single_masks: str = spec("", doc="imagefolder only: sidecar masks <dir>/<class>/<stem>.png|.npy")
+    shift_root: str = spec("", doc="shift test sets as image folders <dir>/<name>/<class>/*")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["embedded", "real"] = "embedded"
+    root: str = spec("data", doc="folder of the embedded benchmark written by generate")
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     real: RealDataConfig = field(default_factory=RealDataConfig)
+
+
+# -------------------------------------------------------------------- pretrain
+
+
+@dataclass(frozen=True)
+class MocoConfig:
+    """MoCo v2 settings (``pretrain.moco``); the paper's values unless the doc says why not."""
+
+    epochs: int = spec(24, ge=1)
+    base_lr: float = spec(0.03, gt=0.0, doc="SGD lr = base_lr x global batch / 256 (paper 0.03)")
+    weight_decay: float = spec(1e-4, ge=0.0)
+    warmup_epochs: int = spec(0, ge=0, doc="linear warm-up before the cosine decay")
+    temperature: float = spec(0.2, gt=0.0, doc="InfoNCE temperature (MoCo v2: 0.2)")
+    momentum: float = spec(0.99, ge=0.0, le=1.0, doc="key-encoder EMA; paper 0.999 (a ~1000-step lag: too slow for a run of ~600 steps)")
+    queue_size: int = spec(1024, ge=1, doc="negatives; at most half the training set (checked; paper 65536 on COCO)")
+    proj_hidden: int = spec(0, ge=0, doc="projector hidden width; 0 = the backbone's feature width (MoCo v2)")
+    proj_dim: int = spec(128, ge=1)
+
+
+@dataclass(frozen=True)
+class ByolConfig:
+    """BYOL settings (``pretrain.byol``)."""
+
+    epochs: int = spec(12, ge=1, doc="a BYOL epoch costs ~2x a MoCo epoch (both views through both networks)")
+    base_lr: float = spec(0.03, gt=0.0, doc="SGD lr = base_lr x global batch / 256")
+    weight_decay: float = spec(1e-4, ge=0.0)
+    warmup_epochs: int = spec(0, ge=0)
+    tau_base: float = spec(0.99, ge=0.0, le=1.0, doc="target EMA at the start, cosine to 1 (BYOL 0.996 for long runs)")
+    proj_hidden: int = spec(4096, ge=1)
+    proj_dim: int = spec(256, ge=1)
+    pred_hidden: int = spec(4096, ge=1)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Vanilla self-supervised pretraining (stages ``pretrain@moco``, ``pretrain@byol``)."""
+
+    dataset: Literal["multi", "single", "both"] = spec("both", doc="training set: multi-object, single-object ORIGINAL, or their union")
+    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    stem: Literal["standard", "s1", "cifar"] = spec("standard", doc="standard: 7x7/2 + maxpool; s1: conv1 stride 1; cifar: 3x3/1, no maxpool")
+    image_size: int = spec(0, ge=0, le=1024, doc="side of the views, px; 0 = the embedded images' side")
+    crop_scale: tuple[float, float] = spec((0.08, 1.0), gt=0.0, le=1.0, doc="RandomResizedCrop area range (paper 0.08-1)")
+    batch_size: int = spec(128, ge=2, doc="global batch, all processes together")
+    sgd_momentum: float = spec(0.9, ge=0.0, lt=1.0)
+    seed: int = spec(0, ge=0)
+    nproc: int = spec(1, ge=1, le=64, doc="processes; > 1 relaunches the stage under torchrun (DDP)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = spec(0, ge=0, le=64, doc="DataLoader workers per process (each takes a core)")
+    amp: bool = spec(True, doc="bf16 autocast (CPU and GPU)")
+    channels_last: bool = True
+    compile: bool = spec(False, doc="torch.compile the encoder and projector (~30 s of compiling)")
+    knn_every: int = spec(4, ge=0, doc="kNN monitor every n epochs and after the last; 0 = off")
+    knn_k: int = spec(20, ge=1)
+    moco: MocoConfig = field(default_factory=MocoConfig)
+    byol: ByolConfig = field(default_factory=ByolConfig)
 
 
 # ------------------------------------------------------------------------ top level
@@ -134,6 +206,7 @@ class Params:
 
     pmix: float = spec(0.4, ge=0.0, le=1.0, doc="P(background mixup) per positive patch")
     data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 # ----------------------------------------------------------------------- machinery
