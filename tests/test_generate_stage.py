@@ -52,8 +52,9 @@ def test_stage_writes_data_sheets_and_metrics(tmp_path):
     assert sorted(p.name for p in (data / "shift").iterdir()) == ["jpeg_compression-2.h5", "jpeg_compression-4.h5", "sketch.h5"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
     metrics = json.loads((tmp_path / "metrics" / "generate.json").read_text())
-    assert metrics["sizes"]["single-original"] == 8 and metrics["sizes"]["multi-train"] == 12
-    assert metrics["images"] == sum(metrics["sizes"].values())
+    meta = json.loads((data / "benchmark.json").read_text())
+    assert meta["sizes"]["single-original"] == 8 and meta["sizes"]["multi-train"] == 12
+    assert metrics["images"] == sum(meta["sizes"].values())
     assert set(metrics["seconds"]) == {"generate", "sheets"}
     assert 0.0 <= metrics["rates"]["single_train_bg_corr"] <= 1.0
     sheets = sorted(p.name for p in (tmp_path / "plots").iterdir())
