@@ -1,0 +1,104 @@
+"""The DVC pipeline end to end on tiny params, in a temporary git + DVC repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough that the whole DAG runs in seconds on 2 cores; every other key keeps the repo's value.
+TINY: dict[str, Any] = {
+    "data": {
+        "benchmark": {
+            "image_size": 32,
+            "multi": {"train": 24, "val": 8, "test": 8},
+            "single": {"train": 24, "val": 16, "test": 16},
+            "shift": {"test": 8, "corruptions": ["fog"], "severities": [3], "styles": ["sketch"]},
+        }
+    },
+}
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env["OMP_NUM_THREADS"] = "1"
+    res = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def make_project(tmp_path: Path, overrides: dict) -> Path:
+    """Copy what a fresh clone holds (minus outputs) into a new git repo with tiny params."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("stages", "src", "dvc.yaml", ".dvcignore", ".gitignore"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, project / name)
+    params = deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    dvc(project, "init", "-q")
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=project, check=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    project = make_project(tmp_path_factory.mktemp("pipe"), TINY)
+    dvc(project, "repro")
+    return project
+
+
+def test_repro_builds_every_output(project):
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    assert set(stages) <= {name.split("@")[0] for name in lock["stages"]}
+    assert (project / "data" / "single" / "original.h5").is_file()
+    metrics = json.loads((project / "artifacts" / "metrics" / "generate.json").read_text())
+    assert metrics["images"] > 0
+
+
+def test_second_repro_is_a_no_op(project):
+    res = dvc(project, "repro")
+    assert "Data and pipelines are up to date" in res.stdout, res.stdout
+    assert "Running stage" not in res.stdout
+    assert dvc(project, "status").stdout.strip().endswith("Data and pipelines are up to date.")
+
+
+def test_metrics_show_is_readable(project):
+    out = dvc(project, "metrics", "show").stdout
+    assert "images" in out and "rates.single_train_bg_corr" in out
+
+
+def test_bad_param_stops_the_pipeline_before_work(tmp_path):
+    project = make_project(tmp_path, deep_update(json.loads(json.dumps(TINY)), {"pmix": 1.5}))
+    res = dvc(project, "repro", check=False)
+    assert res.returncode != 0
+    assert "'pmix' = 1.5 is out of range" in res.stderr + res.stdout
+    assert not (project / "data").exists()
