@@ -1,0 +1,1 @@
+"""Evaluation: localization metrics (``oacl.eval.localization``), linear evaluation, detection, shift."""
