@@ -1,0 +1,173 @@
+"""Checkpoints: atomic save, validated ``weights_only`` load, backbone export.
+
+Two file kinds, both plain dicts of tensors and primitives saved with ``torch.save`` and
+read with ``torch.load(weights_only=True)``:
+
+- training checkpoint (``format = "oacl.train/1"``): ``method``, ``arch``, ``stem``,
+  ``epoch`` (completed epochs), ``model`` (the method's whole state dict, queue
+  included), ``optimizer``, ``history``, ``params`` (what made it), ``resume_key``.
+- exported backbone (``format = "oacl.backbone/1"``): ``method``, ``arch``, ``stem``,
+  ``feature_dim``, ``encoder`` (torchvision ResNet keys, no ``fc``), ``projector`` and
+  ``projector_spec`` (to rebuild the head), ``mean`` / ``std`` (input normalisation),
+  ``image_size``, ``params``.
+
+Every problem — missing, truncated or foreign file, other format, other method or
+architecture, mismatched weights — raises :class:`CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torchvision
+from torch import nn
+
+from oacl.errors import CheckpointError
+from oacl.io.atomic import atomic_path
+from oacl.models.backbones import build_backbone, feature_dim
+from oacl.models.heads import head_from_spec, head_spec
+
+__all__ = [
+    "TRAIN_FORMAT",
+    "BACKBONE_FORMAT",
+    "clean_state_dict",
+    "save_checkpoint",
+    "load_checkpoint",
+    "export_backbone",
+    "read_backbone",
+    "load_backbone",
+    "load_encoder_projector",
+]
+
+TRAIN_FORMAT = "oacl.train/1"
+BACKBONE_FORMAT = "oacl.backbone/1"
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+
+
+def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes (``module.`` from DDP, ``_orig_mod.`` from torch.compile) from every key."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        out[key] = value
+    return out
+
+
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
+    """``torch.save`` a dict atomically (a reader never sees a half-written file)."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(payload), tmp)
+
+
+def _load(path: str | Path, expected_format: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read (truncated, corrupt or not a checkpoint): {first}") from None
+    if not isinstance(obj, dict) or "format" not in obj:
+        raise CheckpointError(f"checkpoint {path} is not an oacl checkpoint (no 'format' entry)")
+    if obj["format"] != expected_format:
+        raise CheckpointError(f"checkpoint {path} has format {obj['format']!r}, expected {expected_format!r}")
+    return obj
+
+
+def _check_identity(obj: Mapping[str, Any], path: str | Path, method: str | None, arch: str | None) -> None:
+    if method is not None and obj.get("method") != method:
+        raise CheckpointError(f"checkpoint {path} was trained with method {obj.get('method')!r}, expected {method!r}")
+    if arch is not None and obj.get("arch") != arch:
+        raise CheckpointError(f"checkpoint {path} holds architecture {obj.get('arch')!r}, expected {arch!r}")
+
+
+def load_checkpoint(path: str | Path, *, method: str | None = None, arch: str | None = None) -> dict[str, Any]:
+    """Read a training checkpoint (on the CPU); check its method / arch when given."""
+    obj = _load(path, TRAIN_FORMAT)
+    for key in ("method", "arch", "stem", "epoch", "model", "optimizer"):
+        if key not in obj:
+            raise CheckpointError(f"checkpoint {path} lacks the entry {key!r}")
+    _check_identity(obj, path, method, arch)
+    return obj
+
+
+def export_backbone(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    params: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``model.encoder`` and ``model.projector`` (an SSL method of :mod:`oacl.models`) atomically.
+
+    ``image_size`` and ``mean`` / ``std`` record the input the encoder was trained on.
+    """
+    payload = {
+        "format": BACKBONE_FORMAT,
+        "method": model.name,
+        "arch": model.arch,
+        "stem": model.stem,
+        "feature_dim": feature_dim(model.arch),
+        "encoder": {k: v.detach().cpu().clone() for k, v in clean_state_dict(model.encoder.state_dict()).items()},
+        "projector": {k: v.detach().cpu().clone() for k, v in clean_state_dict(model.projector.state_dict()).items()},
+        "projector_spec": head_spec(model.projector),
+        "image_size": int(image_size),
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "params": dict(params or {}),
+    }
+    save_checkpoint(path, payload)
+
+
+def read_backbone(path: str | Path, *, method: str | None = None, arch: str | None = None) -> dict[str, Any]:
+    """Read an exported backbone file as a dict (see the module docstring) after validating it."""
+    obj = _load(path, BACKBONE_FORMAT)
+    for key in ("method", "arch", "stem", "encoder", "projector", "projector_spec"):
+        if key not in obj:
+            raise CheckpointError(f"backbone file {path} lacks the entry {key!r}")
+    _check_identity(obj, path, method, arch)
+    return obj
+
+
+def _load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, path: str | Path) -> None:
+    try:
+        module.load_state_dict(clean_state_dict(state), strict=True)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:400]
+        raise CheckpointError(f"{what} weights in {path} do not fit: {detail}") from None
+
+
+def load_encoder_projector(
+    path: str | Path, *, method: str | None = None, arch: str | None = None
+) -> tuple[torchvision.models.ResNet, nn.Sequential]:
+    """Rebuild (encoder, projector) from an exported backbone, on the CPU, in eval mode.
+
+    encoder: torchvision ResNet with ``fc = Identity`` ((B, 3, H, W) → (B, C));
+    projector: (B, C) → (B, D). ``method`` / ``arch``, when given, must match the file.
+    """
+    obj = read_backbone(path, method=method, arch=arch)
+    try:
+        encoder = build_backbone(obj["arch"], obj["stem"])
+        projector = head_from_spec(obj["projector_spec"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"backbone file {path} describes a model this code cannot build: {err}") from None
+    _load_into(encoder, obj["encoder"], "encoder", path)
+    _load_into(projector, obj["projector"], "projector", path)
+    return encoder.eval(), projector.eval()
+
+
+def load_backbone(path: str | Path, *, arch: str | None = None) -> torchvision.models.ResNet:
+    """The torchvision ResNet (fc = Identity, eval mode, CPU) of an exported backbone file."""
+    return load_encoder_projector(path, arch=arch)[0]

@@ -1,0 +1,44 @@
+"""Self-supervised models: backbones, heads, MoCo v2 and BYOL.
+
+Every method in :data:`METHODS` is an ``nn.Module`` with the same interface, which is all
+the training engine (:mod:`oacl.train.engine`) relies on:
+
+- ``forward(x1, x2, index) -> dict`` with a scalar ``"loss"`` (and detached statistics);
+  x1, x2: (B, 3, H, W) two views, index: (B,) dataset indices;
+- ``update_target(progress)`` after each optimizer step (EMA of the online weights);
+- ``online_parameters()`` — what the optimizer updates;
+- ``encoder`` (torchvision ResNet, fc = Identity) and ``projector`` ((B, C) → (B, D)):
+  what is exported and what ContraCAM uses;
+- ``name``, ``arch``, ``stem``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from oacl.models.backbones import ARCHS, STEMS, build_backbone, feature_dim
+from oacl.models.byol import BYOL
+from oacl.models.heads import mlp_head
+from oacl.models.moco import MoCo
+
+__all__ = ["METHODS", "SSLMethod", "MoCo", "BYOL", "ARCHS", "STEMS", "build_backbone", "feature_dim", "mlp_head"]
+
+METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "byol": BYOL}
+
+
+class SSLMethod(Protocol):
+    """The interface of :data:`METHODS` entries (see the module docstring)."""
+
+    name: str
+    arch: str
+    stem: str
+    encoder: nn.Module
+    projector: nn.Module
+
+    def __call__(self, x1: Tensor, x2: Tensor, index: Tensor) -> dict[str, Tensor]: ...
+
+    def update_target(self, progress: float) -> None: ...
+
+    def online_parameters(self) -> list[nn.Parameter]: ...

@@ -1,0 +1,1 @@
+"""Training: the engine shared by pretraining and debiased retraining, monitors, the pretrain stage's logic."""

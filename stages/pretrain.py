@@ -1,0 +1,52 @@
+"""Stage ``pretrain@<method>``: vanilla MoCo v2 / BYOL pretraining (params ``pretrain``).
+
+    PYTHONPATH=src python stages/pretrain.py --method moco|byol [--params params.yaml]
+        [--out-dir artifacts]
+
+Reads ``<data.root>/<set>/train.h5`` (``pretrain.dataset``); writes under ``--out-dir``:
+``models/pretrain-<method>/{checkpoint.pt,backbone.pt}``, ``live/pretrain-<method>/``
+(dvclive), ``plots/pretrain-<method>/loss.png``, ``metrics/pretrain-<method>.json``; keeps
+its resume checkpoint in ``cache/pretrain-<method>/last.pt`` (not a DVC output). With
+``pretrain.nproc > 1`` it relaunches itself under torchrun with that many processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from oacl import dist, perf
+from oacl.cli import run_stage
+from oacl.config import Params, load_params
+from oacl.errors import OACLError
+from oacl.train.pretrain import METHOD_BUILDERS, PretrainPaths, run_pretrain
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--method", required=True, choices=sorted(METHOD_BUILDERS))
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out-dir", default="artifacts")
+    return p.parse_args(argv)
+
+
+def main(params: Params, args: argparse.Namespace) -> None:
+    perf.tune_malloc()
+    perf.configure_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    try:
+        run_pretrain(params, args.method, PretrainPaths.under(args.out_dir, args.method))
+    finally:
+        dist.cleanup()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    if not dist.under_torchrun():
+        try:
+            nproc = load_params(args.params).pretrain.nproc
+        except OACLError:
+            nproc = 1  # run_stage reports the error
+        if nproc > 1:
+            sys.exit(dist.launch_torchrun(nproc, __file__, sys.argv[1:]))
+    run_stage(lambda params: main(params, args), args.params)

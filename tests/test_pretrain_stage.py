@@ -1,0 +1,134 @@
+"""The pretrain stage on tiny set files in a temp dir: outputs, resume, bad params."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_scenes, write_scenes
+from oacl.config import ConfigError, parse_section, Params
+from oacl.io import load_encoder_projector
+from oacl.train.pretrain import PretrainPaths, run_pretrain
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "pretrain": {
+        "dataset": "both",
+        "batch_size": 8,
+        "knn_every": 1,
+        "moco": {"epochs": 2, "queue_size": 16, "proj_hidden": 32},
+        "byol": {"epochs": 2, "proj_hidden": 32, "pred_hidden": 32},
+    }
+}
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for i, (rel, kind) in enumerate(
+        [("multi/train.h5", "multi"), ("multi/crops_train.h5", "crops"), ("multi/crops_val.h5", "crops"),
+         ("single/train.h5", "single"), ("single/val.h5", "single")]
+    ):  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_scenes(root / rel, make_scenes(n=16, size=32, seed=i), kind=kind, name=rel)
+    return root
+
+
+def _params_file(tmp_path: Path, data_root: Path, extra: dict | None = None) -> Path:
+    raw = json.loads(json.dumps(TINY))
+    raw["data"] = {"root": str(data_root)}
+    for key, value in (extra or {}).items():
+        raw["pretrain"].update(value) if key == "pretrain" else raw.update({key: value})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _run_stage(params: Path, out: Path, method: str = "moco") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / "pretrain.py"), "--method", method, "--params", str(params), "--out-dir", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_stage_writes_everything(tmp_path: Path, data_root: Path) -> None:
+    out = tmp_path / "artifacts"
+    proc = _run_stage(_params_file(tmp_path, data_root), out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    paths = PretrainPaths.under(out, "moco")
+    metrics = json.loads(paths.metrics.read_text())
+    assert metrics["epochs"] == 2 and metrics["steps"] == 8  # 32 images (both sets) / batch 8 x 2 epochs
+    assert metrics["global_batch"] == 8 and metrics["effective_lr"] == pytest.approx(0.03 * 8 / 256)
+    assert {"knn/crops", "knn/single", "final_loss", "images_per_s", "seconds"} <= set(metrics)
+    encoder, projector = load_encoder_projector(paths.model_dir / "backbone.pt", method="moco", arch="resnet18")
+    with torch.no_grad():
+        assert projector(encoder(torch.randn(2, 3, 32, 32))).shape == (2, 128)
+    ckpt = torch.load(paths.model_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and "queue" in ckpt["model"] and ckpt["params"]["moco"]["queue_size"] == 16
+    loss_rows = (paths.live_dir / "plots" / "metrics" / "train" / "loss.tsv").read_text().strip().splitlines()
+    assert len(loss_rows) == 1 + 2  # header + one row per epoch
+    assert (paths.plots_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (paths.cache_dir / "last.pt").exists()  # removed once the outputs are written
+
+
+def test_killed_run_resumes(tmp_path: Path, data_root: Path) -> None:
+    raw = yaml.safe_load(_params_file(tmp_path, data_root).read_text())
+    params = parse_section(Params, raw)
+    paths = PretrainPaths.under(tmp_path / "art", "byol")
+
+    def kill(record, result):
+        if record.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(params, "byol", paths, on_epoch_end=kill)
+    assert (paths.cache_dir / "last.pt").exists() and not paths.metrics.exists()
+    metrics = run_pretrain(params, "byol", paths)
+    assert metrics["resumed_from_epoch"] == 1 and metrics["epochs"] == 2
+    rows = (paths.live_dir / "plots" / "metrics" / "train" / "loss.tsv").read_text().strip().splitlines()
+    assert len(rows) == 3  # the replayed first epoch and the second
+
+
+def test_queue_larger_than_half_the_data_is_refused(tmp_path: Path, data_root: Path) -> None:
+    proc = _run_stage(_params_file(tmp_path, data_root, {"pretrain": {"moco": {"epochs": 1, "queue_size": 17}}}), tmp_path / "a")
+    assert proc.returncode == 2
+    assert "'pretrain.moco.queue_size' = 17 is more than half of the 32 training images" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "section,message",
+    [
+        ({"stem": "huge"}, "'pretrain.stem' = 'huge' is not one of"),
+        ({"moco": {"temperature": 0}}, "'pretrain.moco.temperature' = 0.0 is out of range"),
+        ({"batch_size": 1}, "'pretrain.batch_size' = 1 is out of range"),
+        ({"nosuch": 1}, "unknown key 'pretrain.nosuch'"),
+    ],
+)
+def test_bad_params_are_rejected(section: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        parse_section(Params, {"pretrain": section})
+
+
+def test_bad_params_stop_the_stage_before_work(tmp_path: Path, data_root: Path) -> None:
+    proc = _run_stage(_params_file(tmp_path, data_root, {"pmix": 1.5}), tmp_path / "a")
+    assert proc.returncode == 2 and "'pmix' = 1.5 is out of range" in proc.stderr
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_stage_under_torchrun(tmp_path: Path, data_root: Path) -> None:
+    params = _params_file(tmp_path, data_root, {"pretrain": {"nproc": 2, "knn_every": 0, "moco": {"epochs": 1, "queue_size": 16, "proj_hidden": 32}}})
+    proc = _run_stage(params, tmp_path / "art")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "art" / "metrics" / "pretrain-moco.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 4
