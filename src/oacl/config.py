@@ -32,6 +32,10 @@ __all__ = [
     "MocoConfig",
     "ByolConfig",
     "PretrainConfig",
+    "ContraCAMConfig",
+    "ContraCAMSingleConfig",
+    "ContraCAMAblationConfig",
+    "ContraCAMSection",
     "Params",
     "load_params",
     "parse_section",
@@ -148,7 +152,7 @@ class DataConfig:
 class MocoConfig:
     """MoCo v2 settings (``pretrain.moco``); the paper's values unless the doc says why not."""
 
-    epochs: int = spec(24, ge=1)
+    epochs: int = spec(8, ge=1, doc="passes over the training set (sized to the pipeline's CPU budget)")
     base_lr: float = spec(0.03, gt=0.0, doc="SGD lr = base_lr x global batch / 256 (paper 0.03)")
     weight_decay: float = spec(1e-4, ge=0.0)
     warmup_epochs: int = spec(0, ge=0, doc="linear warm-up before the cosine decay")
@@ -163,7 +167,7 @@ class MocoConfig:
 class ByolConfig:
     """BYOL settings (``pretrain.byol``)."""
 
-    epochs: int = spec(12, ge=1, doc="a BYOL epoch costs ~2x a MoCo epoch (both views through both networks)")
+    epochs: int = spec(4, ge=1, doc="a BYOL epoch costs ~2x a MoCo epoch (both views through both networks)")
     base_lr: float = spec(0.03, gt=0.0, doc="SGD lr = base_lr x global batch / 256")
     weight_decay: float = spec(1e-4, ge=0.0)
     warmup_epochs: int = spec(0, ge=0)
@@ -197,6 +201,67 @@ class PretrainConfig:
     byol: ByolConfig = field(default_factory=ByolConfig)
 
 
+# -------------------------------------------------------------------- contracam
+
+
+@dataclass(frozen=True)
+class ContraCAMConfig:
+    """ContraCAM on one data set's training split (``contracam.multi``; defaults: the paper's box setting).
+
+    Also what :func:`oacl.cam.run_contracam` reads (its ``ContraCAMSettings``).
+    """
+
+    batch_size: int = spec(64, ge=2, doc="images per ContraCAM batch, a random negative batch (paper 64)")
+    iters: int = spec(10, ge=1, le=100, doc="T, iterations of the iterative ContraCAM (paper: 10 for boxes)")
+    expand_res: Literal[1, 2, 4] = spec(2, doc="layer4 (x2) / also layer3 (x4) first-block stride 1 at inference")
+    remove_negative_signal: bool = spec(True, doc="clamp the channel weights at 0 (NSR, paper Eq. 2)")
+    neg_batch: int = spec(0, ge=0, doc="random negative groups of this size inside a batch (paper Table 10); 0 = the whole batch")
+    amp: bool = spec(True, doc="fast path: bf16 backbone with folded BN (binarized masks agree with fp32, IoU >= 0.95)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    crf: bool = spec(True, doc="dense CRF (pydensecrf defaults) before binarising; else threshold the soft CAM")
+    crf_iters: int = spec(5, ge=1, le=50)
+    threshold: float = spec(0.5, gt=0.0, lt=1.0, doc="binarisation of the CRF foreground probability (or of the soft CAM)")
+    min_component: float = spec(0.001, ge=0.0, lt=1.0, doc="drop connected components up to this fraction of the image")
+    box_margin: float = spec(0.2, ge=0.0, le=1.0, doc="box margin per side, fraction of the box side")
+    min_box_area: float = spec(0.01, ge=0.0, lt=1.0, doc="drop contour boxes under this fraction of the image")
+    workers: int = spec(0, ge=0, le=64, doc="CRF processes (single-threaded); 0 = every usable core")
+    seed: int = spec(0, ge=0, doc="order of the images, hence the random negative batches")
+
+    def __post_init__(self) -> None:
+        if self.neg_batch == 1:
+            raise ConfigError("params: 'neg_batch' = 1 is invalid in a contracam block (0 = whole batch, else >= 2: an image needs a negative)")
+
+
+@dataclass(frozen=True)
+class ContraCAMSingleConfig(ContraCAMConfig):
+    """``contracam.single``: the paper's background-mixup masks, one iteration without the expansion trick."""
+
+    iters: int = spec(1, ge=1, le=100, doc="T (paper: 1 for the single-object background masks)")
+    expand_res: Literal[1, 2, 4] = spec(1, doc="paper: no expansion for the single-object set")
+
+
+@dataclass(frozen=True)
+class ContraCAMAblationConfig:
+    """``contracam.ablation``: paper Tables 1, 9, 10 analogues on a fixed random subset of each training split.
+
+    Every variant changes one setting of the data set's own block.
+    """
+
+    images: int = spec(256, ge=0, doc="subset size (seeded by the block's seed); 0 = no ablation")
+    iters: tuple[int, ...] = spec(default_factory=lambda: (1, 2, 3, 5, 10), ge=1, le=100, doc="T values (Table 9)")
+    without_nsr: bool = spec(True, doc="also run without negative signal removal (Table 1)")
+    neg_batch: tuple[int, ...] = spec(default_factory=lambda: (4, 16, 64), ge=2, doc="negative batch sizes (Table 10)")
+
+
+@dataclass(frozen=True)
+class ContraCAMSection:
+    """Stages ``contracam@multi`` and ``contracam@single``; each lists its own block (+ ``ablation``)."""
+
+    multi: ContraCAMConfig = field(default_factory=ContraCAMConfig)
+    single: ContraCAMSingleConfig = field(default_factory=ContraCAMSingleConfig)
+    ablation: ContraCAMAblationConfig = field(default_factory=ContraCAMAblationConfig)
+
+
 # ------------------------------------------------------------------------ top level
 
 
@@ -207,6 +272,7 @@ class Params:
     pmix: float = spec(0.4, ge=0.0, le=1.0, doc="P(background mixup) per positive patch")
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    contracam: ContraCAMSection = field(default_factory=ContraCAMSection)
 
 
 # ----------------------------------------------------------------------- machinery

@@ -1,0 +1,506 @@
+"""Stage ``contracam@<dataset>``: CAM export, localization metrics, ablations and pictures.
+
+:func:`run_contracam_stage` is everything the stage does (the script only parses its
+arguments), so tests can call it in-process. For ``dataset`` in {multi, single}:
+
+1. the vanilla MoCo backbone (``pretrain@moco``'s ``backbone.pt``; the paper computes the
+   CAMs of both methods with MoCo) is loaded and checked (:class:`CheckpointError` when it
+   is missing, unreadable or from another method);
+2. :func:`oacl.cam.run_contracam` runs on the data set's TRAINING split with the settings of
+   ``contracam.<dataset>`` — what the retraining stages consume — and the result is written
+   to ``<out>/cam/<dataset>.h5`` (schema ``oacl.cam/1``, DESIGN.md A) with the sha256 of the
+   backbone file, then read back and checked against the data set's ids;
+3. localization metrics against the ground truth of the same images (unsupervised, as in
+   the paper's Table 1): mask mIoU of the refined mask and of the soft CAM binarised at 0.5,
+   MaxBoxAccV2 of the soft CAM, each next to the image-blind baselines (centered Gaussian
+   with its best sigma, all-ones map), boxes per image, seconds →
+   ``<out>/metrics/contracam-<dataset>.json``;
+4. ablations (``contracam.ablation``; paper Tables 1, 9, 10 analogues) on a fixed random
+   subset: mask mIoU per number of iterations T, without negative-signal removal, per
+   negative-batch size → ``<out>/metrics/contracam-<dataset>-ablation.json``;
+5. pictures: ``<out>/plots/contracam-<dataset>/sheet.png`` and ``boxes_per_image.png``.
+
+All percentages are percent (mIoU too: ``*_miou_pct``). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from oacl.cam.contracam import CamModel, CamResult, contracam_prepared, prepare_cam_model, run_contracam
+from oacl.cam.postprocess import PostprocessOptions, count_boxes, refine_batch
+from oacl.config import ContraCAMAblationConfig, ContraCAMConfig, Params
+from oacl.errors import CheckpointError, ConfigError, DataError
+from oacl.eval.localization import exclusive_to_inclusive, localization_baselines, mask_ious, max_box_acc_v2
+from oacl.io.atomic import atomic_dir, write_json
+
+__all__ = [
+    "CAM_METHOD",
+    "DATASETS",
+    "CamPaths",
+    "GroundTruth",
+    "ablation_metrics",
+    "dataset_config",
+    "file_sha256",
+    "ground_truth",
+    "localization_metrics",
+    "open_cam_set",
+    "postprocess_options",
+    "resolve_device",
+    "run_contracam_stage",
+    "soft_masks",
+]
+
+log = logging.getLogger(__name__)
+
+CAM_METHOD = "moco"  # the paper computes the CAMs of every method with the vanilla MoCo model
+DATASETS = ("multi", "single")
+SHEET_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class CamPaths:
+    """Where ``contracam@<dataset>`` writes (see the module docstring)."""
+
+    store: Path
+    metrics: Path
+    ablation: Path
+    plots_dir: Path
+
+    @classmethod
+    def under(cls, root: str | Path, dataset: str) -> "CamPaths":
+        """The standard layout under ``root`` (``artifacts`` in the pipeline)."""
+        root = Path(root)
+        return cls(
+            store=root / "cam" / f"{dataset}.h5",
+            metrics=root / "metrics" / f"contracam-{dataset}.json",
+            ablation=root / "metrics" / f"contracam-{dataset}-ablation.json",
+            plots_dir=root / "plots" / f"contracam-{dataset}",
+        )
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Ground truth of a data set, in dataset order.
+
+    masks: (N, H, W) uint8 {0, 1} (rows without a mask are zero); has_mask: (N,) bool;
+    boxes: N float32 arrays (k_i, 4) of pixel x0, y0, x1, y1, right / bottom exclusive.
+    """
+
+    masks: np.ndarray
+    has_mask: np.ndarray
+    boxes: list[np.ndarray]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def dataset_config(params: Params, dataset: str) -> ContraCAMConfig:
+    """The ``contracam.<dataset>`` block."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    return getattr(params.contracam, dataset)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a :class:`ConfigError`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("params: contracam device is 'cuda' but no CUDA device is available")
+    return torch.device(device)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def open_cam_set(params: Params, dataset: str, image_size: int) -> Any:
+    """The TRAINING split of ``dataset`` as a dataset of the project's item dicts.
+
+    Embedded benchmark: ``<data.root>/<dataset>/train.h5``, images as stored. Real data: the
+    COCO train split (multi) or the Background Challenge / image-folder ORIGINAL train split
+    (single), resized (image, boxes, mask together) to ``image_size`` x ``image_size`` — the
+    side the backbone was trained on — because ContraCAM batches need one size.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    if params.data.source == "embedded":
+        from oacl.data.datasets import EmbeddedSet
+
+        ds = EmbeddedSet(Path(params.data.root) / dataset / "train.h5")
+        if ds.kind != dataset:
+            raise DataError(f"{ds.set.path} holds a {ds.kind!r} set, expected {dataset!r}")
+        return ds
+    from torchvision.transforms import v2
+
+    from oacl.data.datasets import build_dataset
+
+    if image_size < 1:
+        raise CheckpointError(f"the backbone records no training image size ({image_size!r}); real images need one to be resized to")
+    resize = v2.Resize((image_size, image_size), antialias=True)
+    real = params.data.real
+    if dataset == "multi":
+        return build_dataset("coco", annotation_json=real.multi_train_json, image_dir=real.multi_images, transform=resize)
+    if real.single_format == "bgchallenge":
+        return build_dataset("bgchallenge", root=real.single_root, variant="original", split="train", transform=resize)
+    return build_dataset("imagefolder", root=real.single_root, masks_root=real.single_masks or None, transform=resize)
+
+
+def _item_truth(item: Any) -> tuple[np.ndarray | None, np.ndarray, tuple[int, int]]:
+    """(mask (H, W) uint8 or None, boxes (k, 4) float32 exclusive pixels, (H, W)) of an item dict."""
+    h, w = (int(s) for s in item["image"].shape[-2:])
+    mask = item["mask"]
+    mask = None if mask is None else np.asarray(mask, dtype=np.uint8)
+    return mask, np.asarray(item["boxes"], dtype=np.float32).reshape(-1, 4), (h, w)
+
+
+def _stack_truth(truths: Sequence[tuple[np.ndarray | None, np.ndarray, tuple[int, int]]]) -> GroundTruth:
+    if not truths:
+        return GroundTruth(np.zeros((0, 0, 0), np.uint8), np.zeros(0, bool), [])
+    masks = [np.zeros(size, np.uint8) if m is None else m for m, _, size in truths]
+    return GroundTruth(np.stack(masks), np.asarray([m is not None for m, _, _ in truths]), [b for _, b, _ in truths])
+
+
+def ground_truth(dataset: Any, indices: Sequence[int] | None = None) -> GroundTruth:
+    """Masks and boxes of ``dataset`` (all items, or ``indices``), read from its item dicts."""
+    rows = range(len(dataset)) if indices is None else [int(i) for i in indices]
+    return _stack_truth([_item_truth(dataset[i]) for i in rows])
+
+
+class _RecordingSet:
+    """A dataset wrapper that keeps the ground truth of every item fetched through it.
+
+    The CAM pass reads every image once; recording its masks and boxes on the way spares a
+    second decoding pass over the data set (which matters for real images).
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.ids = dataset.ids
+        self._truth: dict[int, tuple[np.ndarray | None, np.ndarray, tuple[int, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        self._truth[int(index)] = _item_truth(item)
+        return item
+
+    def ground_truth(self) -> GroundTruth:
+        """Ground truth of the whole data set, in dataset order (items never fetched are read now)."""
+        return _stack_truth([self._truth.get(i) or _item_truth(self.dataset[i]) for i in range(len(self.dataset))])
+
+
+def _images(dataset: Any, indices: Sequence[int]) -> np.ndarray:
+    """(n, H, W, 3) uint8 images of ``dataset[indices]``."""
+    return np.stack([np.asarray(dataset[int(i)]["image"]).transpose(1, 2, 0) for i in indices])
+
+
+def postprocess_options(cfg: ContraCAMConfig) -> PostprocessOptions:
+    """The post-processing settings of a ``contracam`` block."""
+    return PostprocessOptions(
+        crf=cfg.crf,
+        crf_iters=cfg.crf_iters,
+        threshold=cfg.threshold,
+        min_component=cfg.min_component,
+        box_margin=cfg.box_margin,
+        min_box_area=cfg.min_box_area,
+    )
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _pct(x: float) -> float:
+    return round(100.0 * float(x), 2)
+
+
+def _miou_pct(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Mean IoU in percent; gt (n, H, W) {0, 1}, pred (n, H, W) in [0, 1]."""
+    return _pct(mask_ious(gt, pred).mean())
+
+
+def localization_metrics(result: CamResult, gt: GroundTruth) -> dict[str, Any]:
+    """Localization metrics of a whole-set ContraCAM run (percent; see the module docstring).
+
+    Mask metrics use the images that have a GT mask; MaxBoxAccV2 the images with at least
+    one GT box. Keys: ``images``, ``mask_miou_pct`` {refined, soft_cam, gaussian, ones},
+    ``max_box_acc_v2_pct`` {cam, gaussian: {iou30, iou50, iou70, mean}, ones: {mean}},
+    ``gaussian_sigma`` {miou, box}, ``boxes_per_image`` {cam, gt, no_box_pct}.
+    """
+    n = len(result.ids)
+    if n != len(gt.boxes):
+        raise ValueError(f"the CAM result has {n} images, the ground truth {len(gt.boxes)}")
+    out: dict[str, Any] = {"images": n}
+    soft = result.masks.astype(np.float32) / 255.0
+    m = gt.has_mask
+    baselines_masks = gt.masks[m] if m.any() else None
+    box_rows = [i for i, b in enumerate(gt.boxes) if len(b)]
+    gt_boxes = [exclusive_to_inclusive(gt.boxes[i]) for i in box_rows]
+    base = localization_baselines(
+        baselines_masks, gt_boxes if box_rows else None, image_size=tuple(result.masks.shape[1:])
+    )
+    if m.any():
+        out["mask_miou_pct"] = {
+            "refined": _miou_pct(gt.masks[m], result.masks_refined[m]),
+            "soft_cam": _miou_pct(gt.masks[m], soft[m]),
+            "gaussian": _pct(base["gaussian"]["mask_miou"]["value"]),
+            "ones": _pct(base["ones"]["mask_miou"]),
+        }
+    sigma: dict[str, float] = {}
+    if m.any():
+        sigma["miou"] = float(base["gaussian"]["mask_miou"]["sigma"])
+    if box_rows:
+        cam_acc = max_box_acc_v2(soft[box_rows], gt_boxes)
+        g = base["gaussian"]["max_box_acc_v2"]
+
+        def levels(acc: dict[Any, float]) -> dict[str, float]:
+            return {"iou30": round(acc[30], 2), "iou50": round(acc[50], 2), "iou70": round(acc[70], 2),
+                    "mean": round(acc["mean"], 2)}  # fmt: skip
+
+        out["max_box_acc_v2_pct"] = {
+            "cam": levels(cam_acc),
+            "gaussian": levels(g),
+            "ones": {"mean": round(base["ones"]["max_box_acc_v2"]["mean"], 2)},
+        }
+        sigma["box"] = float(g["sigma"])
+    if sigma:
+        out["gaussian_sigma"] = sigma
+    cam_counts = count_boxes(result.boxes)
+    out["boxes_per_image"] = {
+        "cam": round(float(cam_counts.mean()), 3) if n else 0.0,
+        "gt": round(float(np.mean([len(b) for b in gt.boxes])), 3) if n else 0.0,
+        "no_box_pct": _pct((cam_counts == 0).mean()) if n else 0.0,
+    }
+    return out
+
+
+# ----------------------------------------------------------------------------- ablations
+
+
+def _split(n: int, batch_size: int) -> list[np.ndarray]:
+    """range(n) in ceil(n / batch_size) nearly equal consecutive batches."""
+    if n == 0:
+        return []
+    return [a for a in np.array_split(np.arange(n), -(-n // batch_size)) if len(a)]
+
+
+def soft_masks(
+    model: CamModel,
+    images: np.ndarray,
+    *,
+    iters: Sequence[int],
+    batch_size: int,
+    remove_negative_signal: bool = True,
+    neg_batch: int = 0,
+    seed: int = 0,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> dict[int, np.ndarray]:
+    """Soft ContraCAM masks of ``images`` for several numbers of iterations T in one pass.
+
+    The T-iteration mask is the running max of the first T per-iteration CAMs of a longer
+    run: iteration t sees only the masks, key and negatives of iterations < t, so one run
+    with T = max(iters) and ``return_steps`` gives every smaller T exactly. Images are
+    visited in a seeded random order in batches of about ``batch_size`` (random negative
+    batches, as :func:`oacl.cam.run_contracam`). images: (n, H, W, 3) uint8. Returns
+    ``{T: (n, H, W) uint8 mask x 255}`` in the order of ``images``.
+    """
+    if len(iters) == 0 or min(iters) < 1:
+        raise ValueError(f"iters must be a non-empty list of integers >= 1, got {list(iters)!r}")
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be (n, H, W, 3) uint8, got {images.shape} {images.dtype}")
+    n, h, w, _ = images.shape
+    t_max = max(iters)
+    out = {t: np.zeros((n, h, w), np.uint8) for t in iters}
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen).numpy()
+    dev = model.device
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    for idx in _split(n, batch_size):
+        dest = order[idx]
+        x = torch.from_numpy(images[dest]).to(dev).permute(0, 3, 1, 2).float() / 255.0  # (b, 3, H, W)
+        x = (x - mean_t) / std_t
+        _, steps = contracam_prepared(
+            model, x, iters=t_max, remove_negative_signal=remove_negative_signal,
+            neg_batch=neg_batch or None, generator=gen, return_steps=True,
+        )  # fmt: skip
+        running = torch.cummax(steps[:, :, 0], dim=0).values  # (T, b, H, W): united mask after t + 1 steps
+        for t in iters:
+            out[t][dest] = (running[t - 1] * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return out
+
+
+def ablation_metrics(
+    encoder: nn.Module,
+    projector: nn.Module,
+    dataset: Any,
+    cfg: ContraCAMConfig,
+    ablation: ContraCAMAblationConfig,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Paper Tables 1, 9, 10 analogues on a fixed random subset (``ablation.images``, seeded by ``cfg.seed``).
+
+    Each variant changes one setting of ``cfg``: the number of iterations T, negative-signal
+    removal off, the negative-batch size (batches are then at least that large, so each size
+    is realised; a size >= the batch is the whole batch, i.e. the base setting). Every entry
+    reports the mask mIoU (percent) of the refined mask (``cfg``'s post-processing) and of
+    the soft CAM binarised at 0.5; ``base`` is ``cfg`` itself on the subset and
+    ``baseline_miou_pct`` the image-blind baselines there. Returns ``{"images": 0}`` when the
+    ablation is off (no subset or no variant) or the data set has no GT masks.
+    """
+    t0 = time.perf_counter()
+    n_sub = min(ablation.images, len(dataset))
+    if n_sub == 0 or not (ablation.iters or ablation.without_nsr or ablation.neg_batch):
+        return {"images": 0}
+    rng = np.random.default_rng(cfg.seed)
+    subset = np.sort(rng.choice(len(dataset), size=n_sub, replace=False))
+    gt = ground_truth(dataset, subset)
+    if not gt.has_mask.all():
+        log.warning("ablation skipped: %d of %d subset images have no GT mask", int((~gt.has_mask).sum()), n_sub)
+        return {"images": 0}
+    images = _images(dataset, subset)
+    opts = postprocess_options(cfg)
+    if next(encoder.parameters()).device != device:  # copies on the device; the caller's modules stay put
+        encoder, projector = copy.deepcopy(encoder).to(device), copy.deepcopy(projector).to(device)
+    model = prepare_cam_model(encoder, projector, expand_res=cfg.expand_res, amp=cfg.amp)
+    common = dict(mean=mean, std=std, seed=cfg.seed)
+
+    def score(soft: np.ndarray) -> dict[str, float]:
+        refined, _ = refine_batch(images, soft, opts, processes=cfg.workers)
+        return {"refined_miou_pct": _miou_pct(gt.masks, refined), "soft_miou_pct": _miou_pct(gt.masks, soft / 255.0)}
+
+    sweep = sorted(set(ablation.iters) | {cfg.iters})
+    by_t = soft_masks(model, images, iters=sweep, batch_size=cfg.batch_size,
+                      remove_negative_signal=cfg.remove_negative_signal, neg_batch=cfg.neg_batch, **common)  # fmt: skip
+    base = score(by_t[cfg.iters])
+    out: dict[str, Any] = {"images": n_sub, "base": base}
+    if ablation.iters:
+        out["iters"] = {str(t): base if t == cfg.iters else score(by_t[t]) for t in sorted(set(ablation.iters))}
+    if ablation.without_nsr:
+        soft = soft_masks(model, images, iters=[cfg.iters], batch_size=cfg.batch_size, remove_negative_signal=False,
+                          neg_batch=cfg.neg_batch, **common)[cfg.iters]  # fmt: skip
+        out["without_nsr"] = score(soft)
+    if ablation.neg_batch:
+        out["neg_batch"] = {}
+        for size in sorted(set(ablation.neg_batch)):
+            soft = soft_masks(model, images, iters=[cfg.iters], batch_size=max(cfg.batch_size, size),
+                              remove_negative_signal=cfg.remove_negative_signal, neg_batch=size, **common)[cfg.iters]  # fmt: skip
+            out["neg_batch"][str(size)] = score(soft)
+    base_maps = localization_baselines(gt.masks)
+    out["baseline_miou_pct"] = {
+        "gaussian": _pct(base_maps["gaussian"]["mask_miou"]["value"]),
+        "ones": _pct(base_maps["ones"]["mask_miou"]),
+    }
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, paths: CamPaths) -> dict[str, Any]:
+    """Everything ``contracam@<dataset>`` does (see the module docstring); returns the metrics."""
+    from oacl.cam.sheets import write_boxes_histogram, write_cam_sheet
+    from oacl.io.camstore import CamStore, write_cam_store
+    from oacl.io.checkpoint import load_encoder_projector, read_backbone
+
+    cfg = dataset_config(params, dataset)
+    device = resolve_device(cfg.device)
+    t_start = time.perf_counter()
+    if not Path(model_path).is_file():
+        raise CheckpointError(
+            f"backbone {model_path} does not exist: run the pretrain@{CAM_METHOD} stage first "
+            f"(dvc repro pretrain@{CAM_METHOD}) or pass --model"
+        )
+    info = read_backbone(model_path, method=CAM_METHOD)
+    encoder, projector = load_encoder_projector(model_path, method=CAM_METHOD)
+    sha = file_sha256(model_path)
+    mean = tuple(info.get("mean") or (0.485, 0.456, 0.406))
+    std = tuple(info.get("std") or (0.229, 0.224, 0.225))
+    trained_size = int(info.get("image_size") or 0)
+    data = open_cam_set(params, dataset, trained_size)
+    if len(data) == 0:
+        raise DataError(f"the {dataset} training split is empty")
+    torch.manual_seed(cfg.seed)
+    log.info(
+        "contracam@%s: %d images, backbone %s (%s/%s, sha256 %s...), T=%d, expand x%d, NSR %s, CRF %s, %s",
+        dataset, len(data), model_path, info["arch"], info["stem"], sha[:12], cfg.iters, cfg.expand_res,
+        cfg.remove_negative_signal, cfg.crf, device,
+    )  # fmt: skip
+
+    recorder = _RecordingSet(data)
+    result = run_contracam(encoder, projector, recorder, cfg, mean=mean, std=std, device=device, progress=True)
+    size = tuple(int(s) for s in result.masks.shape[1:])
+    if trained_size and size != (trained_size, trained_size):
+        log.warning("the backbone was trained on %d px images, the %s set has %s", trained_size, dataset, size)
+    write_cam_store(
+        paths.store,
+        image_ids=result.ids,
+        masks=result.masks,
+        boxes=result.boxes,
+        masks_refined=result.masks_refined if cfg.crf else None,
+        checkpoint_sha256=sha,
+        params={"dataset": dataset, **asdict(cfg)},
+        image_size=size,
+        iters=cfg.iters,
+        expand_res=cfg.expand_res,
+        crf=cfg.crf,
+    )
+    CamStore(paths.store, expected_ids=data.ids).close()  # what the retraining stages will check
+
+    t_metrics = time.perf_counter()
+    gt = recorder.ground_truth()
+    metrics = localization_metrics(result, gt)
+    ablation = ablation_metrics(
+        encoder, projector, data, cfg, params.contracam.ablation, mean=mean, std=std, device=device
+    )
+    t_plots = time.perf_counter()
+    with atomic_dir(paths.plots_dir) as tmp:
+        k = min(SHEET_IMAGES, len(data))
+        rgb = _images(data, range(k))
+        write_cam_sheet(
+            tmp / "sheet.png", rgb, result.masks[:k], result.masks_refined[:k], result.boxes[:k],
+            gt_boxes=gt.boxes[:k], title=f"ContraCAM on {dataset}/train (T={cfg.iters}, x{cfg.expand_res}, CRF {cfg.crf})",
+        )  # fmt: skip
+        write_boxes_histogram(
+            tmp / "boxes_per_image.png", count_boxes(result.boxes), np.asarray([len(b) for b in gt.boxes]),
+            title=f"Boxes per image, {dataset}/train",
+        )  # fmt: skip
+    t_end = time.perf_counter()
+    metrics["seconds"] = {
+        "cam": round(result.seconds_cam, 2),
+        "postprocess": round(result.seconds_postprocess, 2),
+        "total": round(t_end - t_start, 2),
+    }
+    write_json(paths.ablation, ablation)
+    write_json(paths.metrics, metrics)
+    log.info(
+        "contracam@%s: mIoU refined %s%%, soft %s%%, MaxBoxAccV2 %s%%; metrics %.1f s, ablation %s s, plots %.1f s",
+        dataset, metrics.get("mask_miou_pct", {}).get("refined"), metrics.get("mask_miou_pct", {}).get("soft_cam"),
+        metrics.get("max_box_acc_v2_pct", {}).get("cam", {}).get("mean"), t_plots - t_metrics,
+        ablation.get("seconds", 0), t_end - t_plots,
+    )  # fmt: skip
+    return metrics
