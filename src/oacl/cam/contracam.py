@@ -604,15 +604,7 @@ def run_contracam(
     t1 = time.perf_counter()
     if rgb is None or soft is None:
         return CamResult([], np.zeros((0, 0, 0), np.uint8), np.zeros((0, 0, 0), np.uint8), [])
-    opts = PostprocessOptions(
-        crf=cfg.crf,
-        crf_iters=cfg.crf_iters,
-        threshold=cfg.threshold,
-        min_component=cfg.min_component,
-        box_margin=cfg.box_margin,
-        min_box_area=cfg.min_box_area,
-    )
-    refined, boxes = refine_batch(rgb, soft, opts, processes=cfg.workers)
+    refined, boxes = refine_batch(rgb, soft, PostprocessOptions.from_config(cfg), processes=cfg.workers)
     t2 = time.perf_counter()
     log.info("contracam: %d images, %.1f s CAM, %.1f s post-processing", n, t1 - t0, t2 - t1)
     return CamResult(ids, soft, refined, boxes, t1 - t0, t2 - t1)

@@ -215,14 +215,7 @@ def _images(dataset: Any, indices: Sequence[int]) -> np.ndarray:
 
 def postprocess_options(cfg: ContraCAMConfig) -> PostprocessOptions:
     """The post-processing settings of a ``contracam`` block."""
-    return PostprocessOptions(
-        crf=cfg.crf,
-        crf_iters=cfg.crf_iters,
-        threshold=cfg.threshold,
-        min_component=cfg.min_component,
-        box_margin=cfg.box_margin,
-        min_box_area=cfg.min_box_area,
-    )
+    return PostprocessOptions.from_config(cfg)
 
 
 # ----------------------------------------------------------------------------- metrics

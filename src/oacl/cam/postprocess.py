@@ -75,6 +75,18 @@ class PostprocessOptions:
     box_margin: float = 0.2
     min_box_area: float = 0.01
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> "PostprocessOptions":
+        """The post-processing settings of a ``contracam`` params block (any object with its fields)."""
+        return cls(
+            crf=cfg.crf,
+            crf_iters=cfg.crf_iters,
+            threshold=cfg.threshold,
+            min_component=cfg.min_component,
+            box_margin=cfg.box_margin,
+            min_box_area=cfg.min_box_area,
+        )
+
     def __post_init__(self) -> None:
         if self.crf_iters < 1:
             raise ValueError(f"crf_iters must be >= 1, got {self.crf_iters!r}")
