@@ -25,6 +25,18 @@ TINY: dict[str, Any] = {
             "shift": {"test": 8, "corruptions": ["fog"], "severities": [3], "styles": ["sketch"]},
         }
     },
+    "pretrain": {
+        "batch_size": 8,
+        "knn_every": 0,
+        "amp": False,
+        "moco": {"epochs": 1, "queue_size": 16, "proj_hidden": 32},
+        "byol": {"epochs": 1, "proj_hidden": 32, "pred_hidden": 32},
+    },
+    "contracam": {
+        "multi": {"batch_size": 8, "iters": 2, "workers": 1},
+        "single": {"batch_size": 8, "workers": 1},
+        "ablation": {"images": 0},
+    },
 }
 
 
