@@ -40,6 +40,9 @@ TINY: dict[str, Any] = {
 }
 
 
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+
+
 def deep_update(base: dict, extra: dict) -> dict:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -72,11 +75,10 @@ def make_project(tmp_path: Path, overrides: dict) -> Path:
             shutil.copy2(src, project / name)
     params = deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), overrides)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     dvc(project, "init", "-q")
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run([*git, "commit", "-qm", "init"], cwd=project, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "init"], cwd=project, check=True)
     return project
 
 
@@ -114,3 +116,21 @@ def test_bad_param_stops_the_pipeline_before_work(tmp_path):
     assert res.returncode != 0
     assert "'pmix' = 1.5 is out of range" in res.stderr + res.stdout
     assert not (project / "data").exists()
+
+
+def test_push_and_pull_through_a_local_remote(project, tmp_path):
+    """Artifacts travel between machines through a DVC remote (here a local directory)."""
+    remote = tmp_path / "remote"
+    dvc(project, "remote", "add", "--local", "-f", "shared", str(remote))
+    dvc(project, "push", "-r", "shared")
+    assert any(remote.rglob("*")), "nothing was pushed"
+    original = (project / "data" / "single" / "original.h5").read_bytes()
+    # what a user commits after a run: dvc.lock and the small uncached outputs (metrics, curves)
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "run"], cwd=project, check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    dvc(clone, "remote", "add", "--local", "-f", "shared", str(remote))
+    dvc(clone, "pull", "-r", "shared")
+    assert (clone / "data" / "single" / "original.h5").read_bytes() == original
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
