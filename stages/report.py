@@ -1,0 +1,49 @@
+"""Stage ``report``: the paper-style tables, the claims check and bar charts from every metrics JSON.
+
+    PYTHONPATH=src python stages/report.py [--params params.yaml] [--metrics-dir artifacts/metrics]
+        [--out artifacts/report.md] [--summary artifacts/metrics/report.json] [--plots artifacts/plots/report]
+
+Reads the JSON files the other stages wrote under ``--metrics-dir`` (see :mod:`oacl.report`);
+writes the Markdown report, a two-number summary for ``dvc metrics`` and PNG bar charts, each
+atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from oacl import report
+from oacl.cli import run_stage
+from oacl.config import Params
+from oacl.io.atomic import atomic_dir, atomic_path, write_json
+
+log = logging.getLogger("oacl.report")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--metrics-dir", default="artifacts/metrics")
+    p.add_argument("--out", default="artifacts/report.md")
+    p.add_argument("--summary", default="artifacts/metrics/report.json")
+    p.add_argument("--plots", default="artifacts/plots/report")
+    return p.parse_args(argv)
+
+
+def main(params: Params, args: argparse.Namespace) -> None:
+    metrics = report.load_metrics(args.metrics_dir)
+    text = report.render(metrics)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(text)
+    with atomic_dir(args.plots) as tmp:
+        report.write_charts(metrics, tmp)
+    summary = report.summary(metrics)
+    write_json(args.summary, summary)
+    log.info("report: %d metrics files, %d of %d claims hold -> %s", len(metrics), summary["claims_hold"],
+             summary["claims_checked"], args.out)  # fmt: skip
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    run_stage(lambda params: main(params, args), args.params)

@@ -1,0 +1,121 @@
+"""The report: tables from hand-made metrics, the claims rule, the stage on a metrics folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oacl import report
+from oacl.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lineval(crops: float, original: float, n: int = 1000) -> dict:
+    return {"crops": {"top1": crops, "test_images": n}, "original": {"top1": original, "test_images": n}}
+
+
+def shift(gap: float, rand: float, corr: float, n: int = 900) -> dict:
+    return {
+        "test_images": n,
+        "bg_gap": gap,
+        "bg/mixed_same/top1": rand + gap,
+        "bg/mixed_rand/top1": rand,
+        "shift/fog/mean": corr,
+        "shift/sketch/top1": 30.0,
+    }
+
+
+@pytest.fixture
+def metrics() -> dict:
+    return {
+        "lineval-random": lineval(50.0, 30.0),
+        "lineval-moco": lineval(60.0, 40.0),
+        "lineval-moco-oacrop": lineval(70.0, 41.0),  # +10 on crops: far above noise
+        "lineval-byol": lineval(60.0, 40.0),
+        "lineval-byol-oacrop": lineval(61.0, 40.0),  # +1: within noise at n = 1000
+        "shift-random": shift(5.0, 20.0, 25.0),
+        "shift-moco": shift(20.0, 30.0, 40.0),
+        "shift-moco-bgmix": shift(10.0, 40.0, 45.0),
+        "contracam-multi-ablation": {
+            "images": 256,
+            "base": {"refined_miou_pct": 40.0, "soft_miou_pct": 35.0},
+            "without_nsr": {"refined_miou_pct": 30.0, "soft_miou_pct": 28.0},
+            "iters": {"1": {"refined_miou_pct": 35.0}, "5": {"refined_miou_pct": 40.5}, "10": {"refined_miou_pct": 40.0}},
+        },
+        "contracam-multi": {"mask_miou_pct": {"refined": 40.0, "soft_cam": 35.0, "gaussian": 30.0, "ones": 17.0}},
+    }
+
+
+def verdicts(m: dict) -> dict[str, str]:
+    return {c.text: c.verdict for c in report.claims(m)}
+
+
+def test_noise_is_two_standard_errors_of_a_difference():
+    # p = 0.5 on 1000 images each: se of the difference = sqrt(2 * 0.25 / 1000) = 0.02236
+    assert report.accuracy_noise(50.0, 1000, 50.0, 1000) == pytest.approx(200 * 0.0223607, rel=1e-4)
+    assert report.accuracy_noise(50.0, 1000, 50.0, 1000, std=5.0) == 10.0  # trials dominate
+
+
+def test_claims_follow_the_rule(metrics):
+    v = verdicts(metrics)
+    assert v["OA-Crop improves linear evaluation on object crops (moco)"] == "holds"
+    assert v["OA-Crop improves linear evaluation on object crops (byol)"] == "does not hold"
+    assert v["Negative-signal removal improves mask mIoU (multi)"] == "holds"
+    assert v["More ContraCAM iterations improve mIoU up to T ≈ 5–10 (multi)"] == "holds"
+    assert v["ContraCAM localizes better than an image-blind centred Gaussian (multi)"] == "holds"
+    assert v["BG-Mixup raises MIXED-RAND accuracy (moco)"] == "holds"
+    assert v["BG-Mixup improves accuracy under corruptions (moco)"] == "holds"
+    # the random-init control has a lower gap (5) than the bgmix model (10): not credited
+    assert v["BG-Mixup lowers the BG-Gap (moco)"] == "does not hold"
+
+
+def test_a_control_as_good_as_the_debiased_model_voids_the_claim(metrics):
+    metrics["lineval-random"] = lineval(75.0, 30.0)
+    c = next(c for c in report.claims(metrics) if c.text.endswith("object crops (moco)"))
+    assert c.verdict == "does not hold" and "random-init" in c.why
+
+
+def test_missing_metrics_give_na_not_a_crash():
+    assert {c.verdict for c in report.claims({})} == {"n/a"}
+    text = report.render({})
+    assert "No linear-evaluation metrics" in text and "## Claims" in text
+
+
+def test_tables_show_values_and_deltas_against_the_twin(metrics):
+    text = report.render(metrics)
+    assert "| `moco-oacrop` | 70.0 (+10.0) | 41.0 (+1.0) |" in text
+    assert "| `random` | 50.0 | 30.0 |" in text
+    lines = [line for line in text.splitlines() if line.startswith("| `")]
+    order = [line.split("`")[1] for line in lines if "(" in line or "50.0" in line][:5]
+    assert order[0] == "random"
+
+
+def test_stage_writes_report_summary_and_charts(tmp_path, metrics):
+    mdir = tmp_path / "metrics"
+    mdir.mkdir()
+    for name, d in metrics.items():
+        (mdir / f"{name}.json").write_text(json.dumps(d))
+    params = tmp_path / "params.yaml"
+    params.write_text("pmix: 0.4\n")
+    out = tmp_path / "report.md"
+    res = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "report.py"), "--params", str(params), "--metrics-dir", str(mdir),
+         "--out", str(out), "--summary", str(mdir / "report.json"), "--plots", str(tmp_path / "plots")],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "## Claims" in out.read_text()
+    summary = json.loads((mdir / "report.json").read_text())
+    assert summary["claims_hold"] == sum(v == "holds" for v in verdicts(metrics).values())
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"lineval.png", "background.png"}
+
+
+def test_unreadable_metrics_file_is_named(tmp_path):
+    (tmp_path / "lineval-moco.json").write_text("{not json")
+    with pytest.raises(DataError, match="lineval-moco.json"):
+        report.load_metrics(tmp_path)
