@@ -36,6 +36,16 @@ __all__ = [
     "ContraCAMSingleConfig",
     "ContraCAMAblationConfig",
     "ContraCAMSection",
+    "OACropConfig",
+    "OACropGTConfig",
+    "BgMixConfig",
+    "HardMixConfig",
+    "HardMixGTConfig",
+    "MixConfig",
+    "RetrainSection",
+    "DetectConfig",
+    "LinevalConfig",
+    "ShiftConfig",
     "Params",
     "load_params",
     "parse_section",
@@ -262,6 +272,167 @@ class ContraCAMSection:
     ablation: ContraCAMAblationConfig = field(default_factory=ContraCAMAblationConfig)
 
 
+# ----------------------------------------------------------------------- detect
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Detection / instance-segmentation fine-tune (stages ``detect@<variant>``; paper Table 5).
+
+    torchvision Mask R-CNN (Faster R-CNN when ``masks`` is false) with an FPN on the variant's
+    ResNet, trainable BatchNorm, fine-tuned on the multi-object train split and scored with
+    COCOeval on its test split. The defaults are "lite" settings sized to ~3 min per model on
+    2 CPU cores (see :mod:`oacl.eval.detection`). Also what that module reads.
+    """
+
+    masks: bool = spec(True, doc="Mask R-CNN (bbox and segm AP); false: Faster R-CNN (bbox AP only)")
+    steps: int = spec(150, ge=1, doc="SGD steps of the fine-tune")
+    batch_size: int = spec(8, ge=1, doc="images per step")
+    lr: float = spec(0.01, gt=0.0, doc="peak SGD lr (not scaled with the batch)")
+    momentum: float = spec(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = spec(1e-4, ge=0.0)
+    warmup_steps: int = spec(20, ge=0, doc="linear warm-up from lr/10 to lr, then cosine decay to 0")
+    clip_grad: float = spec(10.0, ge=0.0, doc="max global gradient L2 norm; 0 = no clipping")
+    image_size: int = spec(128, ge=16, le=2048, doc="shorter image side inside the detector (min_size), px; 64 px images are upscaled")
+    max_size: int = spec(0, ge=0, le=4096, doc="cap of the longer side (max_size), px; 0 = image_size x 1333 / 800")
+    flip: bool = spec(True, doc="random horizontal flip of the training images")
+    anchor_sizes: tuple[int, ...] = spec(default_factory=lambda: (8, 16, 32, 64, 128), ge=1, doc="anchor side per FPN level P2-P6, px at detector scale (5 values)")
+    fpn_channels: int = spec(256, ge=8, le=1024)
+    rpn_pre_nms_train: int = spec(300, ge=1, doc="RPN proposals kept per FPN level before NMS, training (torchvision 2000)")
+    rpn_post_nms_train: int = spec(150, ge=1, doc="RPN proposals per image after NMS, training (torchvision 2000)")
+    rpn_pre_nms_test: int = spec(150, ge=1, doc="as rpn_pre_nms_train, at test (torchvision 1000)")
+    rpn_post_nms_test: int = spec(100, ge=1, doc="as rpn_post_nms_train, at test (torchvision 1000)")
+    rois_per_image: int = spec(128, ge=1, doc="RoIs sampled per image for the box head loss (torchvision 512)")
+    box_head_dim: int = spec(1024, ge=8, doc="width of the two-layer box head")
+    mask_head_layers: int = spec(4, ge=1, le=8, doc="3x3 convs of the mask head (torchvision 4)")
+    mask_head_channels: int = spec(256, ge=8, le=1024)
+    detections_per_image: int = spec(100, ge=1, doc="COCOeval scores the top 100")
+    eval_images: int = spec(0, ge=0, doc="test images scored (the first n); 0 = all")
+    eval_batch: int = spec(16, ge=1, doc="images per inference batch")
+    plot_images: int = spec(8, ge=1, le=64, doc="test images in predictions.png")
+    seed: int = spec(0, ge=0, doc="head init, the random-init backbone, batch order and flips")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = spec(0, ge=0, le=256, doc="torch intra-op threads; 0 = every usable core")
+
+    def __post_init__(self) -> None:
+        if len(self.anchor_sizes) != 5:
+            raise ConfigError(
+                f"params: 'detect.anchor_sizes' = {list(self.anchor_sizes)!r} must hold 5 sizes, one per FPN level P2-P6"
+            )
+
+
+# ---------------------------------------------------------------- lineval / shift
+
+
+@dataclass(frozen=True)
+class LinevalConfig:
+    """Linear evaluation on frozen features (stages ``lineval@<variant>``; paper appendix B.2).
+
+    Also read by ``shift@<variant>`` (feature extraction, the ℓ2 path of its re-fitted heads).
+    """
+
+    batch_size: int = spec(256, ge=1, doc="images per forward pass when extracting features")
+    amp: bool = spec(False, doc="bf16 autocast for feature extraction")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_l2: int = spec(45, ge=1, le=1000, doc="l2 weights on the path (paper: 45)")
+    l2_range: tuple[float, float] = spec((1e-6, 1e5), gt=0.0, doc="smallest and largest l2 weight, log-spaced between (paper: 1e-6, 1e5)")
+    max_iter: int = spec(100, ge=1, le=100000, doc="L-BFGS iterations per l2 weight (warm-started from the previous one)")
+    seed: int = spec(0, ge=0, doc="the random-init control backbone; real data: the held-out validation split")
+    val_fraction: float = spec(0.1, gt=0.0, lt=0.5, doc="real data without a validation split: fraction of the training images held out to choose l2")
+
+    def __post_init__(self) -> None:
+        lo, hi = self.l2_range
+        if lo > hi:
+            raise ConfigError(f"params: 'lineval.l2_range' = {list(self.l2_range)!r} must be [smallest, largest]")
+
+
+@dataclass(frozen=True)
+class ShiftConfig:
+    """Background and distribution shift, contextual bias (stages ``shift@<variant>``; paper Tables 7, 8, 24, D.2)."""
+
+    trials: int = spec(1, ge=1, le=100, doc="1: score the lineval ORIGINAL head; n > 1: n heads re-fitted on seeded subsamples, mean and std")
+    subsample: float = spec(0.8, gt=0.0, le=1.0, doc="fraction of ORIGINAL train each trial's head is fitted on (trials > 1)")
+    seed: int = spec(0, ge=0, doc="trial t draws its subsample with seed + t; also the 1-shot supports and t-SNE")
+    bias_seeds: int = spec(5, ge=1, le=1000, doc="1-shot binary classification error averaged over this many draws (paper: 5)")
+    bias_pairs: tuple[str, ...] = spec(default_factory=tuple, doc="co-occurring class pairs 'a+b'; empty: the groups in <data.root>/benchmark.json")
+    tsne_per_class: int = spec(150, ge=5, doc="crops per class in the t-SNE picture")
+    tsne_perplexity: float = spec(30.0, gt=0.0)
+
+    def __post_init__(self) -> None:
+        if self.trials > 1 and self.subsample == 1.0:
+            raise ConfigError("params: 'shift.subsample' = 1.0 makes every trial identical (L-BFGS is deterministic); use < 1 with 'shift.trials' > 1")
+        for pair in self.bias_pairs:
+            if len([p for p in pair.split("+") if p]) != 2:
+                raise ConfigError(f"params: 'shift.bias_pairs' entry {pair!r} must name two classes as 'a+b'")
+
+
+# ---------------------------------------------------------------------- retrain
+
+
+@dataclass(frozen=True)
+class OACropConfig:
+    """``retrain.oacrop``: object-aware random crop on the ContraCAM boxes (paper §2.3, B.2).
+
+    The boxes carry the margin of the contracam block that made them.
+    """
+
+    prob: float = spec(1.0, ge=0.0, le=1.0, doc="P(crop to a random box) per image; paper 1 (always, when it has a box)")
+
+
+@dataclass(frozen=True)
+class OACropGTConfig:
+    """``retrain.oacrop_gt``: object-aware random crop on the ground-truth boxes."""
+
+    prob: float = spec(1.0, ge=0.0, le=1.0, doc="P(crop to a random box) per image; paper 1")
+    margin: float = spec(0.2, ge=0.0, le=1.0, doc="box margin per side, fraction of the box side (paper B.2: 20 %)")
+
+
+@dataclass(frozen=True)
+class BgMixConfig:
+    """``retrain.bgmix``: background mixup with the soft ContraCAM (Eq. 4). Its probability is the top-level ``pmix``."""
+
+    threshold: float = spec(0.2, gt=0.0, lt=1.0, doc="binarisation of the soft CAM for the background rectangle (paper B.3: 0.2)")
+
+
+@dataclass(frozen=True)
+class HardMixConfig:
+    """``retrain.hardmix``: BG-HardMix, copy-paste with the binarised ContraCAM (paper Table 20)."""
+
+    prob: float = spec(0.4, ge=0.0, le=1.0, doc="P(mix) per positive patch (the default pmix)")
+    threshold: float = spec(0.2, gt=0.0, lt=1.0, doc="binarisation of the soft CAM: the pasted mask and the background rectangle")
+
+
+@dataclass(frozen=True)
+class HardMixGTConfig:
+    """``retrain.hardmix_gt``: BG-HardMix with the ground-truth masks (paper Table 7)."""
+
+    prob: float = spec(0.4, ge=0.0, le=1.0, doc="P(mix) per positive patch (the default pmix)")
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """``retrain.mixup`` / ``retrain.cutmix``: Mixup / CutMix for contrastive learning (paper Table 8)."""
+
+    prob: float = spec(0.4, ge=0.0, le=1.0, doc="P(mix) per positive patch (the default pmix, for a like-for-like rate)")
+    alpha: float = spec(1.0, gt=0.0, doc="lambda ~ Beta(alpha, alpha), folded to max(lambda, 1 - lambda)")
+
+
+@dataclass(frozen=True)
+class RetrainSection:
+    """Stages ``retrain@<method>-<debias>``: one block per debiasing variant; each stage lists only its own.
+
+    Everything else (data, architecture, epochs, seed, ...) is the vanilla twin's ``pretrain`` section.
+    """
+
+    oacrop: OACropConfig = field(default_factory=OACropConfig)
+    oacrop_gt: OACropGTConfig = field(default_factory=OACropGTConfig)
+    bgmix: BgMixConfig = field(default_factory=BgMixConfig)
+    hardmix: HardMixConfig = field(default_factory=HardMixConfig)
+    hardmix_gt: HardMixGTConfig = field(default_factory=HardMixGTConfig)
+    mixup: MixConfig = field(default_factory=MixConfig)
+    cutmix: MixConfig = field(default_factory=MixConfig)
+
+
 # ------------------------------------------------------------------------ top level
 
 
@@ -273,6 +444,10 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     contracam: ContraCAMSection = field(default_factory=ContraCAMSection)
+    retrain: RetrainSection = field(default_factory=RetrainSection)
+    lineval: LinevalConfig = field(default_factory=LinevalConfig)
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
 
 # ----------------------------------------------------------------------- machinery

@@ -102,12 +102,14 @@ class ViewPipeline:
     :mod:`oacl.data.datasets`) and returns anything ``torch.utils.data.default_collate``
     can stack (a pair of uint8 (3, H, W) tensors, or a pair of dicts of tensors).
     ``per_batch(views) -> (x1, x2)`` receives the collated views already on the training
-    device and returns two normalized float batches (B, 3, H, W). Both must be picklable
+    device and returns two normalized float batches (B, 3, H, W); it may return
+    ``(x1, x2, stats)`` with ``stats`` a dict of 0-d tensors (e.g. a realised mix rate) that
+    the engine averages per epoch like the method's own statistics. Both must be picklable
     when the loader has workers (top-level classes or functions, no lambdas).
     """
 
     per_item: Callable[[Any], Any]
-    per_batch: Callable[[Any], tuple[Tensor, Tensor]]
+    per_batch: Callable[[Any], tuple[Tensor, ...]]
 
 
 def blur_kernel_size(size: int) -> int:

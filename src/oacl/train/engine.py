@@ -263,7 +263,8 @@ def train(
             ``model`` is the unwrapped module.
         dataset: items as in :mod:`oacl.data.datasets` (whatever ``views.per_item`` takes).
         views: ``per_item`` runs in the loader, ``per_batch`` on the device, giving the two
-            normalized (B, 3, H, W) batches.
+            normalized (B, 3, H, W) batches (and optionally a dict of 0-d tensors, e.g. the
+            realised mix rate, averaged per epoch into the record's ``stats`` like the loss's).
         settings: :class:`TrainSettings`.
         device: None picks ``cuda:<local_rank>`` if available, else the CPU.
         checkpoint_path: where the state goes after each epoch (rank 0) and where a resume
@@ -351,7 +352,7 @@ def train(
             step_lrs.append(lr)
             batch_views = _to_device(batch_views, dev)
             index = index.to(dev)
-            x1, x2 = views.per_batch(batch_views)
+            x1, x2, *view_stats = views.per_batch(batch_views)
             if settings.channels_last:
                 x1 = x1.contiguous(memory_format=torch.channels_last)
                 x2 = x2.contiguous(memory_format=torch.channels_last)
@@ -363,7 +364,7 @@ def train(
             optimizer.step()
             model.update_target((step + 1) / total_steps)
             # Kept as tensors: no device sync per step (read once per epoch, or for the bar).
-            for key, value in out.items():
+            for key, value in {**out, **(view_stats[0] if view_stats else {})}.items():
                 sums.setdefault(key, []).append(value.detach())
             if bar is not None:
                 if i % 10 == 0 or i == steps_per_epoch - 1:

@@ -14,6 +14,10 @@ tests can call it in-process. Outputs (rank 0 only, all written atomically):
 The per-epoch resume checkpoint lives in ``<cache>/pretrain-<method>/last.pt``, outside
 the stage's outputs, so DVC does not delete it when a killed stage is rerun; it is removed
 once the outputs are written.
+
+Debiased retraining (:mod:`oacl.train.retrain`) is the same run with one change, its
+augmentation: it passes a :class:`TrainVariant` (training-set wrapper + view pipeline, extra
+outputs) and its own :class:`PretrainPaths`.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from oacl import dist as odist
-from oacl.augment.views import AugmentSettings, two_view_pipeline
+from oacl.augment.views import AugmentSettings, ViewPipeline, two_view_pipeline
 from oacl.config import ByolConfig, ConfigError, MocoConfig, Params, PretrainConfig
 from oacl.io.atomic import atomic_path, write_json
 from oacl.io.checkpoint import export_backbone
@@ -43,6 +47,8 @@ from oacl.train.report import write_loss_plot
 
 __all__ = [
     "PretrainPaths",
+    "TrainVariant",
+    "train_set_names",
     "METHOD_BUILDERS",
     "method_config",
     "build_method",
@@ -77,6 +83,27 @@ class PretrainPaths:
             plots_dir=root / "plots" / name,
             metrics=root / "metrics" / f"{name}.json",
         )
+
+
+@dataclass(frozen=True)
+class TrainVariant:
+    """What a retraining changes relative to its vanilla twin: the augmentation (and its names).
+
+    name: the run's name in logs and plot titles (``retrain-moco-bgmix``).
+    record: JSON-able settings of the variant; stored under ``"retrain"`` in the checkpoints'
+        ``params`` and part of the resume key.
+    prepare: ``prepare(data, size) -> (dataset, views)`` — given the vanilla training set and
+        the view side (px), the dataset to train on (e.g. items with their CAM data attached)
+        and its :class:`~oacl.augment.views.ViewPipeline`. Called in every process before
+        training, so it is where bad inputs (a missing CAM file) stop the run.
+    finish: ``finish(result, dataset, views) -> metrics`` — rank 0, after the model files are
+        written: extra outputs (picture sheets); the dict is merged into the metrics JSON.
+    """
+
+    name: str
+    record: Mapping[str, Any]
+    prepare: Callable[[Dataset, int], tuple[Dataset, ViewPipeline]]
+    finish: Callable[[TrainResult, Dataset, ViewPipeline], Mapping[str, Any]] | None = None
 
 
 def _build_moco(cfg: PretrainConfig) -> nn.Module:
@@ -127,6 +154,11 @@ def _embedded(root: Path, rel: str) -> Dataset:
     return EmbeddedSet(root / rel)
 
 
+def train_set_names(cfg: PretrainConfig) -> list[str]:
+    """The parts of the training set, in :func:`open_train_set`'s order: ``multi`` and / or ``single``."""
+    return ["multi", "single"] if cfg.dataset == "both" else [cfg.dataset]
+
+
 def open_train_set(params: Params) -> tuple[Dataset, int]:
     """The training set chosen by ``pretrain.dataset`` and the side of its views (px).
 
@@ -135,7 +167,7 @@ def open_train_set(params: Params) -> tuple[Dataset, int]:
     (or image-folder) ORIGINAL train split; ``pretrain.image_size`` must then be set.
     """
     cfg = params.pretrain
-    parts = ["multi", "single"] if cfg.dataset == "both" else [cfg.dataset]
+    parts = train_set_names(cfg)
     sets: list[Dataset] = []
     if params.data.source == "embedded":
         root = Path(params.data.root)
@@ -228,13 +260,19 @@ def _log_epoch(live: Any, r: EpochRecord) -> None:
 
 
 def run_pretrain(
-    params: Params, method: str, paths: PretrainPaths, *, on_epoch_end: Callable[[EpochRecord, TrainResult], None] | None = None
+    params: Params,
+    method: str,
+    paths: PretrainPaths,
+    *,
+    on_epoch_end: Callable[[EpochRecord, TrainResult], None] | None = None,
+    variant: TrainVariant | None = None,
 ) -> dict[str, Any] | None:
     """Pretrain ``method`` ("moco" / "byol") as ``params.pretrain`` says; write the outputs.
 
     Call it in every process (under torchrun each rank calls it; only rank 0 writes).
     Returns the metrics dict on rank 0, None elsewhere. ``on_epoch_end`` is passed to the
-    engine (tests use it to interrupt a run).
+    engine (tests use it to interrupt a run). ``variant``: a debiased retraining (same data,
+    settings and seed; its own augmentation), None for the vanilla model.
     """
     cfg = params.pretrain
     mcfg = method_config(method, cfg)
@@ -249,10 +287,17 @@ def run_pretrain(
         raise ConfigError(f"params: 'pretrain.batch_size' = {cfg.batch_size} does not split over {info.world_size} processes")
     if len(data) < cfg.batch_size:
         raise ConfigError(f"params: 'pretrain.batch_size' = {cfg.batch_size} is larger than the {len(data)} training images")
+    train_data: Dataset = data
+    if variant is None:
+        views = two_view_pipeline(AugmentSettings(size=size, crop_scale=cfg.crop_scale))
+    else:
+        train_data, views = variant.prepare(data, size)
+    name = variant.name if variant is not None else f"pretrain {method}"
     torch.manual_seed(cfg.seed)  # the initial weights
     model = build_method(method, cfg)
-    views = two_view_pipeline(AugmentSettings(size=size, crop_scale=cfg.crop_scale))
     params_record = {"method": method, "pretrain": _common(cfg), method: asdict(mcfg), "image_size": size}
+    if variant is not None:
+        params_record["retrain"] = dict(variant.record)
     resume_key = hashlib.sha256(
         json.dumps({**params_record, "world": info.world_size, "data": _fingerprint(data)}, sort_keys=True).encode()
     ).hexdigest()
@@ -273,12 +318,12 @@ def run_pretrain(
 
     last = paths.cache_dir / "last.pt"
     log.info(
-        "pretrain %s: %s/%s on %s (%d images, %d px), global batch %d, %d epochs, %d process(es), threads %d",
-        method, cfg.arch, cfg.stem, cfg.dataset, len(data), size, cfg.batch_size, settings.epochs,
+        "%s: %s/%s on %s (%d images, %d px), global batch %d, %d epochs, %d process(es), threads %d",
+        name, cfg.arch, cfg.stem, cfg.dataset, len(data), size, cfg.batch_size, settings.epochs,
         info.world_size, torch.get_num_threads(),
     )  # fmt: skip
     result = train(
-        model, data, views, settings, device=info.device, checkpoint_path=last, resume_key=resume_key,
+        model, train_data, views, settings, device=info.device, checkpoint_path=last, resume_key=resume_key,
         checkpoint_extra={"params": params_record}, monitor=monitor, on_epoch_end=callback,
         progress=info.is_main,
     )  # fmt: skip
@@ -292,7 +337,8 @@ def run_pretrain(
     with atomic_path(paths.model_dir / "checkpoint.pt") as tmp:
         tmp.write_bytes(last.read_bytes())
     export_backbone(paths.model_dir / "backbone.pt", result.model, image_size=size, mean=aug.mean, std=aug.std, params=params_record)
-    write_loss_plot(paths.plots_dir / "loss.png", result, title=f"pretrain {method} ({cfg.arch}, {cfg.dataset})")
+    write_loss_plot(paths.plots_dir / "loss.png", result, title=f"{name} ({cfg.arch}, {cfg.dataset})")
+    extra = dict(variant.finish(result, train_data, views)) if variant is not None and variant.finish is not None else {}
     final_monitor = next((r.monitor for r in reversed(result.history) if r.monitor), {})
     metrics = {
         "method": method,
@@ -318,6 +364,7 @@ def run_pretrain(
         "resumed_from_epoch": result.resumed_from_epoch,
         **{k: round(v, 2) for k, v in final_monitor.items()},
         **{f"final_{k}": round(v, 4) for k, v in result.history[-1].stats.items()},
+        **extra,
     }
     write_json(paths.metrics, metrics)
     last.unlink(missing_ok=True)

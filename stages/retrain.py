@@ -1,0 +1,58 @@
+"""Stage ``retrain@<method>-<debias>``: debiased retraining, the vanilla twin with another augmentation.
+
+    PYTHONPATH=src python stages/retrain.py --method moco|byol --debias oacrop|bgmix|...
+        [--params params.yaml] [--out-dir artifacts] [--cam-dir artifacts/cam]
+
+Reads the training set of ``pretrain.dataset``, the params of the vanilla twin (``pretrain``,
+``pretrain.<method>``), the variant's block ``retrain.<debias>`` (and ``pmix`` for bgmix), and
+for the ContraCAM variants ``<cam-dir>/<set>.h5``. Writes under ``--out-dir``:
+``models/retrain-<method>-<debias>/{checkpoint.pt,backbone.pt}``, ``live/retrain-<method>-<debias>/``,
+``plots/retrain-<method>-<debias>/{loss.png,augment.png}``, ``metrics/retrain-<method>-<debias>.json``;
+keeps its resume checkpoint in ``cache/retrain-<method>-<debias>/last.pt``. With
+``pretrain.nproc > 1`` it relaunches itself under torchrun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from oacl import dist, perf
+from oacl.cli import run_stage
+from oacl.config import Params, load_params
+from oacl.errors import OACLError
+from oacl.train.pretrain import METHOD_BUILDERS
+from oacl.train.retrain import DEBIAS, retrain_paths, run_retrain
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--method", required=True, choices=sorted(METHOD_BUILDERS))
+    p.add_argument("--debias", required=True, choices=sorted(DEBIAS))
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out-dir", default="artifacts")
+    p.add_argument("--cam-dir", default="artifacts/cam")
+    return p.parse_args(argv)
+
+
+def main(params: Params, args: argparse.Namespace) -> None:
+    perf.tune_malloc()
+    perf.configure_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    try:
+        paths = retrain_paths(args.out_dir, args.method, args.debias)
+        run_retrain(params, args.method, args.debias, paths, cam_dir=args.cam_dir)
+    finally:
+        dist.cleanup()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    if not dist.under_torchrun():
+        try:
+            nproc = load_params(args.params).pretrain.nproc
+        except OACLError:
+            nproc = 1  # run_stage reports the error
+        if nproc > 1:
+            sys.exit(dist.launch_torchrun(nproc, __file__, sys.argv[1:]))
+    run_stage(lambda params: main(params, args), args.params)
