@@ -19,7 +19,7 @@ import os
 
 import torch
 
-__all__ = ["tune_malloc", "usable_cores", "configure_threads", "worker_init"]
+__all__ = ["tune_malloc", "usable_cores", "configure_threads", "worker_init", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +84,14 @@ def configure_threads(local_procs: int = 1, *, cores: int | None = None) -> int:
 def worker_init(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one OpenMP thread per worker (no oversubscription)."""
     torch.set_num_threads(1)
+
+
+def resolve_device(device: str, key: str = "device") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError naming ``key``."""
+    from oacl.errors import ConfigError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"params: {key!r} is 'cuda' but no CUDA device is available")
+    return torch.device(device)

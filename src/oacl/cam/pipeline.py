@@ -43,6 +43,7 @@ from oacl.config import ContraCAMAblationConfig, ContraCAMConfig, Params
 from oacl.errors import CheckpointError, ConfigError, DataError
 from oacl.eval.localization import exclusive_to_inclusive, localization_baselines, mask_ious, max_box_acc_v2
 from oacl.io.atomic import atomic_dir, write_json
+from oacl.perf import resolve_device
 
 __all__ = [
     "CAM_METHOD",
@@ -56,7 +57,6 @@ __all__ = [
     "localization_metrics",
     "open_cam_set",
     "postprocess_options",
-    "resolve_device",
     "run_contracam_stage",
     "soft_masks",
 ]
@@ -112,13 +112,6 @@ def dataset_config(params: Params, dataset: str) -> ContraCAMConfig:
     return getattr(params.contracam, dataset)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a :class:`ConfigError`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("params: contracam device is 'cuda' but no CUDA device is available")
-    return torch.device(device)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -421,7 +414,7 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
     from oacl.io.checkpoint import load_encoder_projector, read_backbone
 
     cfg = dataset_config(params, dataset)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, f"contracam.{dataset}.device")
     t_start = time.perf_counter()
     if not Path(model_path).is_file():
         raise CheckpointError(
