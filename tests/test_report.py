@@ -21,11 +21,13 @@ def lineval(crops: float, original: float, n: int = 1000) -> dict:
 
 def shift(gap: float, rand: float, corr: float, n: int = 900) -> dict:
     return {
-        "test_images": n,
+        "bg_test_images": n,
+        "shift_test_images": n // 2,
         "bg_gap": gap,
         "bg/mixed_same/top1": rand + gap,
         "bg/mixed_rand/top1": rand,
-        "shift/fog/mean": corr,
+        "shift/fog/mean/top1": corr,
+        "shift/fog/3/top1": corr - 5,  # a per-severity key (the stage keeps these in details.json)
         "shift/sketch/top1": 30.0,
     }
 
@@ -40,7 +42,7 @@ def metrics() -> dict:
         "lineval-byol-oacrop": lineval(61.0, 40.0),  # +1: within noise at n = 1000
         "shift-random": shift(5.0, 20.0, 25.0),
         "shift-moco": shift(20.0, 30.0, 40.0),
-        "shift-moco-bgmix": shift(10.0, 40.0, 45.0),
+        "shift-moco-bgmix": shift(10.0, 40.0, 50.0),  # +10 on corruptions: above the noise at n = 450
         "contracam-multi-ablation": {
             "images": 256,
             "base": {"refined_miou_pct": 40.0, "soft_miou_pct": 35.0},
@@ -119,3 +121,16 @@ def test_unreadable_metrics_file_is_named(tmp_path):
     (tmp_path / "lineval-moco.json").write_text("{not json")
     with pytest.raises(DataError, match="lineval-moco.json"):
         report.load_metrics(tmp_path)
+
+
+def test_unknown_test_set_size_leaves_a_claim_undecided(metrics):
+    for key in ("shift-moco", "shift-moco-bgmix"):
+        del metrics[key]["bg_test_images"]
+    c = next(c for c in report.claims(metrics) if c.text == "BG-Mixup raises MIXED-RAND accuracy (moco)")
+    assert c.verdict == "n/a" and "size unknown" in c.why
+
+
+def test_distribution_shift_table_reads_the_stage_keys(metrics):
+    text = report.render(metrics)
+    assert "| model | fog | sketch |" in text  # per-family mean and the style set; the severity key is not a column
+    assert "| `moco-bgmix` | 50.0 (+10.0) | 30.0 (+0.0) |" in text

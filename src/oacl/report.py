@@ -235,8 +235,8 @@ def _shift_groups(shift: Mapping[str, Any]) -> dict[str, Any]:
             else:
                 out[name] = v
     for k, v in flat.items():
-        parts = k.split("/")
-        if len(parts) == 3 and parts[2] in ("mean", "top1"):
+        parts = k.split("/")  # shift/<family>/mean/top1 or shift/<style>/top1 (not their _std)
+        if parts[-1] == "top1" and (len(parts) == 3 or (len(parts) == 4 and parts[2] == "mean")):
             out[parts[1]] = v
     return {k: (v.get("mean") if isinstance(v, Mapping) else v) for k, v in out.items()}
 
@@ -284,17 +284,22 @@ class Claim:
     why: str = ""
 
 
-def _n(block: Mapping[str, Any] | None, default: int | None = None) -> int | None:
+def _n(block: Mapping[str, Any] | None, default: int | None = None, keys: Sequence[str] = ("test_images",)) -> int | None:
     if block is None:
         return default
-    for key in ("test_images", "n_test", "images"):
+    for key in keys:
         if isinstance(block.get(key), (int, float)):
             return int(block[key])
     return default
 
 
 def accuracy_noise(p1: float, n1: int | None, p2: float, n2: int | None, std: float | None = None) -> float:
-    """Twice the standard error of p1 − p2 (percent; binomial), or twice the trials' std if larger."""
+    """Twice the standard error of p1 − p2 (percent; binomial), or twice the trials' std if larger.
+
+    NaN when neither the test-set sizes nor a trial std are known: no claim can be decided then.
+    """
+    if not (n1 and n2) and not std:
+        return math.nan
     se = 0.0
     for p, n in ((p1, n1), (p2, n2)):
         if n:
@@ -306,6 +311,8 @@ def accuracy_noise(p1: float, n1: int | None, p2: float, n2: int | None, std: fl
 def _compare(text: str, cur: Any, base: Any, ctrl: Any, *, higher: bool, noise: float, what: str) -> Claim:
     if cur is None or base is None:
         return Claim(text, "–", "n/a", "metrics missing")
+    if math.isnan(noise):
+        return Claim(text, f"{what}: {cur:.1f} vs {base:.1f}", "n/a", "test-set size unknown")
     d = cur - base
     ctl = "" if ctrl is None else f"; random-init {ctrl:.1f}"
     measured = f"{what}: {cur:.1f} vs {base:.1f} ({d:+.1f}, noise ±{noise:.1f}{ctl})"
@@ -359,8 +366,9 @@ def claims(m: Mapping[str, Any]) -> list[Claim]:
         cur, base = m.get(f"shift-{method}-bgmix"), m.get(f"shift-{method}")
         if cur is not None and base is not None:
             (g1, s1), (g0, s0) = _gap(cur), _gap(base)
-            n1 = n0 = _n(cur, None)
-            noise = math.sqrt(2) * accuracy_noise(50.0, n1, 50.0, n0, max(s1 or 0, s0 or 0)) if n1 else 2 * max(s1 or 0, s0 or 0)
+            n1, n0 = _n(cur, keys=("bg_test_images",)), _n(base, keys=("bg_test_images",))
+            # the gap is a difference of two accuracies per model: sqrt(2) x the noise of one at p = 50 %
+            noise = math.sqrt(2) * accuracy_noise(50.0, n1, 50.0, n0, max(s1 or 0, s0 or 0))
             out.append(_compare(
                 f"BG-Mixup lowers the BG-Gap ({method})", g1, g0, _gap(ctrl_shift)[0] if ctrl_shift else None,
                 higher=False, noise=noise, what="BG-Gap",
@@ -375,7 +383,8 @@ def claims(m: Mapping[str, Any]) -> list[Claim]:
             out.append(_compare(
                 f"BG-Mixup improves accuracy under corruptions ({method})", c1, c0,
                 _corruption_mean(ctrl_shift) if ctrl_shift else None, higher=True,
-                noise=accuracy_noise(c1 or 0, n1, c0 or 0, n0), what="mean corruption top-1",
+                noise=accuracy_noise(c1 or 0, _n(cur, keys=("shift_test_images",)), c0 or 0, _n(base, keys=("shift_test_images",))),
+                what="mean corruption top-1",
             ))  # fmt: skip
         cur, base = m.get(f"detect-{method}-oacrop"), m.get(f"detect-{method}")
         if cur is not None and base is not None:
