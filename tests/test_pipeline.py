@@ -15,29 +15,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Small enough that the whole DAG runs in seconds on 2 cores; every other key keeps the repo's value.
-TINY: dict[str, Any] = {
-    "data": {
-        "benchmark": {
-            "image_size": 32,
-            "multi": {"train": 24, "val": 8, "test": 8},
-            "single": {"train": 24, "val": 16, "test": 16},
-            "shift": {"test": 8, "corruptions": ["fog"], "severities": [3], "styles": ["sketch"]},
-        }
-    },
-    "pretrain": {
-        "batch_size": 8,
-        "knn_every": 0,
-        "amp": False,
-        "moco": {"epochs": 1, "queue_size": 16, "proj_hidden": 32},
-        "byol": {"epochs": 1, "proj_hidden": 32, "pred_hidden": 32},
-    },
-    "contracam": {
-        "multi": {"batch_size": 8, "iters": 2, "workers": 1},
-        "single": {"batch_size": 8, "workers": 1},
-        "ablation": {"images": 0},
-    },
-}
+# The smoke overlay: the whole DAG in about two minutes on 2 cores; every other key keeps the repo's value.
+TINY: dict[str, Any] = yaml.safe_load((REPO / "params.smoke.yaml").read_text())
 
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
@@ -134,3 +113,35 @@ def test_push_and_pull_through_a_local_remote(project, tmp_path):
     dvc(clone, "pull", "-r", "shared")
     assert (clone / "data" / "single" / "original.h5").read_bytes() == original
     assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+
+
+def test_report_and_eval_outputs(project):
+    report = (project / "artifacts" / "report.md").read_text()
+    for table in ("## Claims", "## Localization", "## Linear evaluation", "## Background Challenge", "## Detection"):
+        assert table in report
+    for model in ("random", "moco", "byol", "moco-oacrop", "byol-bgmix"):
+        assert f"| `{model}` |" in report
+        lineval = json.loads((project / "artifacts" / "metrics" / f"lineval-{model}.json").read_text())
+        assert 0.0 <= lineval["crops"]["top1"] <= 100.0 and lineval["original"]["test_images"] == 16
+        shift = json.loads((project / "artifacts" / "metrics" / f"shift-{model}.json").read_text())
+        assert shift["bg_gap"] == pytest.approx(shift["bg/mixed_same/top1"] - shift["bg/mixed_rand/top1"], abs=0.02)
+    summary = json.loads((project / "artifacts" / "metrics" / "report.json").read_text())
+    assert 0 <= summary["claims_hold"] <= summary["claims_checked"]
+
+
+def test_pmix_experiment_reruns_only_the_bgmix_branch(project):
+    """`dvc exp run -S pmix=0.3` reruns the bgmix retrains, their evaluations and the report; nothing else moves."""
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "baseline", "--allow-empty"], cwd=project, check=True)
+    res = dvc(project, "exp", "run", "-S", "pmix=0.3")
+    ran = {line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {
+        "retrain@moco-bgmix", "retrain@byol-bgmix", "lineval@moco-bgmix", "lineval@byol-bgmix",
+        "shift@moco-bgmix", "shift@byol-bgmix", "report",
+    }, ran  # fmt: skip
+    diff = json.loads(dvc(project, "metrics", "diff", "--json").stdout)
+    changed = {path for path, keys in diff.items() if any(v.get("diff") not in (None, 0) for v in keys.values())}
+    assert any("retrain-moco-bgmix" in p for p in changed), diff
+    assert all("bgmix" in p or p.endswith("report.json") for p in changed), changed
+    shown = dvc(project, "exp", "show", "--no-pager", "--csv").stdout
+    assert "pmix" in shown.splitlines()[0]

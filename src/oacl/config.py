@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -552,3 +553,55 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise ConfigError(f"params: {path} is not valid YAML: {err}") from None
     return parse_section(Params, raw)
+
+
+def overlay(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``extra``'s values put in, section by section (mappings merge, the rest replaces)."""
+    out = {k: (overlay(v, {}) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = overlay(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"params: cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params: {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params: {path} must hold a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m oacl.config [--params P] [--overlay O]``: validate P, or merge O into P (validated, atomic)."""
+    import argparse
+
+    from oacl.io.atomic import write_text
+
+    p = argparse.ArgumentParser(prog="python -m oacl.config", description="Validate params.yaml, or merge an overlay into it.")
+    p.add_argument("--params", default="params.yaml", type=Path)
+    p.add_argument("--overlay", type=Path, help="a YAML file with the keys to change (e.g. params.smoke.yaml); rewrites --params")
+    args = p.parse_args(argv)
+    try:
+        if args.overlay is None:
+            load_params(args.params)
+            print(f"{args.params}: valid")
+            return 0
+        merged = overlay(_read_yaml(args.params), _read_yaml(args.overlay))
+        parse_section(Params, merged)  # refuse before writing anything
+        write_text(args.params, yaml.safe_dump(merged, sort_keys=False))
+        print(f"{args.params}: merged {args.overlay} (comments dropped; `git checkout {args.params}` restores it)")
+        return 0
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
