@@ -91,8 +91,8 @@ def parse_variant(variant: str) -> tuple[str | None, str | None]:
     """``(method, debias)`` of a variant name: (None, None) for random, (m, None) for vanilla."""
     if variant == RANDOM:
         return None, None
-    method, _, debias = variant.partition("-")
-    if method not in METHODS or (debias and debias not in DEBIAS):
+    method, sep, debias = variant.partition("-")
+    if method not in METHODS or (sep and debias not in DEBIAS):
         raise ValueError(f"unknown model variant {variant!r}; known: {', '.join(variant_names())}")
     return method, debias or None
 
