@@ -18,19 +18,13 @@ import argparse
 import torch
 
 from oacl import perf
-from oacl.cli import run_stage
+from oacl.cli import model_stage_args, run_stage
 from oacl.config import Params
 from oacl.eval.detection import DetectPaths, run_detect
-from oacl.eval.features import variant_names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, choices=variant_names(), metavar="VARIANT", help=", ".join(variant_names()))
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--models-dir", default="artifacts/models")
-    p.add_argument("--out-dir", default="artifacts")
-    return p.parse_args(argv)
+    return model_stage_args(__doc__, argv)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oacl.config import ConfigError, Params, load_params, parse_section
+from oacl.config import ConfigError, Params, contained_path, load_params, parse_section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,3 +79,34 @@ def test_sections_are_frozen():
     params = parse_section(Params, {"pmix": 0.2})
     with pytest.raises(Exception):
         params.pmix = 0.5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "value,root,expected",
+    [
+        ("coco/train.json", "", "coco/train.json"),
+        ("./coco/../coco/train.json", "", "coco/train.json"),
+        ("train2017", "/datasets/coco", "/datasets/coco/train2017"),
+        ("/datasets/coco/val2017", "/datasets/coco", "/datasets/coco/val2017"),
+        ("a/../b", "/datasets", "/datasets/b"),
+    ],
+)
+def test_real_paths_are_joined_to_the_data_root(value, root, expected):
+    assert contained_path(value, root, "data.real.x") == expected
+
+
+@pytest.mark.parametrize(
+    "value,root",
+    [("../outside", ""), ("/etc/passwd", ""), ("../val", "/datasets/coco"), ("/datasets/cocoa/x", "/datasets/coco"), ("..", "/d")],
+)
+def test_real_paths_that_leave_the_data_root_are_refused(value, root):
+    with pytest.raises(ConfigError, match=r"'data\.real\.x' = .* points outside"):
+        contained_path(value, root, "data.real.x")
+
+
+def test_params_real_paths_are_resolved_when_loaded(tmp_path):
+    raw = {"data": {"real": {"root": "/datasets/coco", "multi_images": "train2017", "multi_train_json": ""}}}
+    real = load_params(write(tmp_path, raw)).data.real
+    assert (real.multi_images, real.multi_train_json) == ("/datasets/coco/train2017", "")
+    with pytest.raises(ConfigError, match=r"'data\.real\.single_root' = '\.\./x' points outside 'data\.real\.root' = '/datasets/coco'"):
+        load_params(write(tmp_path, {"data": {"real": {"root": "/datasets/coco", "single_root": "../x"}}}))

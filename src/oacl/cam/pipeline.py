@@ -449,7 +449,9 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
         boxes=result.boxes,
         masks_refined=result.masks_refined if cfg.crf else None,
         checkpoint_sha256=sha,
-        params={"dataset": dataset, **asdict(cfg)},
+        # what decides the masks; the CRF process count does not (identical for any), so the
+        # store's bytes do not depend on it either
+        params={"dataset": dataset, **{k: v for k, v in asdict(cfg).items() if k != "workers"}},
         image_size=size,
         iters=cfg.iters,
         expand_res=cfg.expand_res,

@@ -37,6 +37,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -307,7 +308,7 @@ def _read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(
-            f"annotation file {path} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+            f"annotation file {path} is not valid JSON: {err}"  # "<what>: line L column C (char N)"
         ) from None
 
 
@@ -480,6 +481,9 @@ def _coco_images(images: list[Any], where: str) -> dict[Any, Mapping[str, Any]]:
             raise DataError(f"{where}: image id {img['id']!r} appears twice")
         if str(img["file_name"]) in files:
             raise DataError(f"{where}: file_name {img['file_name']!r} is used by more than one image")
+        name = os.path.normpath(str(img["file_name"]))
+        if os.path.isabs(name) or name == os.pardir or name.startswith(os.pardir + os.sep):
+            raise DataError(f"{where}: file_name {img['file_name']!r} points outside the image folder")
         h, w = img["height"], img["width"]
         if not (isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0):
             raise DataError(f"{where}: image {img['id']!r} has height/width {h!r}/{w!r}")

@@ -64,7 +64,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from oacl.config import DetectConfig, Params
 from oacl.data.datasets import CocoSet
 from oacl.errors import CheckpointError, ConfigError, DataError
-from oacl.eval.features import variant_backbone_path, variant_names
+from oacl.eval.features import parse_variant, variant_backbone_path, variant_names
 from oacl.io.atomic import atomic_path, write_json
 from oacl.io.checkpoint import load_backbone, read_backbone
 from oacl.io.sets import open_set
@@ -116,13 +116,13 @@ def load_variant_backbone(
     ``random``: :func:`build_backbone` (arch, stem) right after ``torch.manual_seed(seed)``,
     ImageNet normalisation. Otherwise the variant's exported backbone file, which must hold
     ``arch`` and ``stem`` (the ``pretrain`` section's) — :class:`CheckpointError` if it is
-    missing, unreadable or of another architecture.
+    missing, unreadable, of another method than the variant's or of another architecture.
     """
     path = variant_backbone_path(variant, models_dir)
     if path is None:
         torch.manual_seed(seed)
         return build_backbone(arch, stem), IMAGENET_MEAN, IMAGENET_STD, "random"
-    info = read_backbone(path, arch=arch)
+    info = read_backbone(path, method=parse_variant(variant)[0], arch=arch)
     if info["stem"] != stem:
         raise CheckpointError(f"checkpoint {path} holds a {info['stem']!r}-stem ResNet, but 'pretrain.stem' is {stem!r}")
     net = load_backbone(path, arch=arch)

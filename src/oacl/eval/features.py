@@ -149,7 +149,8 @@ def load_variant(variant: str, params: Any, *, models_dir: str | Path = "artifac
     ``random`` reads ``pretrain.arch``, ``pretrain.stem``, ``pretrain.image_size`` and
     ``lineval.seed`` (the global RNG state is left untouched) and uses ImageNet's mean / std
     like the pretraining views. Other variants read their exported backbone; a missing or
-    foreign file is a :class:`CheckpointError` naming it.
+    foreign file (unreadable, or of another method than the variant's, another architecture
+    or stem than ``pretrain.arch`` / ``pretrain.stem``) is a :class:`CheckpointError` naming it.
     """
     path = variant_backbone_path(variant, models_dir)
     if path is None:
@@ -163,7 +164,10 @@ def load_variant(variant: str, params: Any, *, models_dir: str | Path = "artifac
             variant, encoder, tuple(IMAGENET_MEAN), tuple(IMAGENET_STD), int(params.pretrain.image_size), arch, stem,
             f"random init {arch}/{stem} (seed {seed})", reference, state_digest(reference),
         )  # fmt: skip
-    obj = read_backbone(path)
+    cfg = params.pretrain
+    obj = read_backbone(path, method=parse_variant(variant)[0], arch=cfg.arch)
+    if obj["stem"] != cfg.stem:
+        raise CheckpointError(f"checkpoint {path} holds a {obj['stem']!r}-stem ResNet, but 'pretrain.stem' is {cfg.stem!r}")
     encoder = load_backbone(path)
     reference = clean_state_dict(obj["encoder"])
     mean, std = obj.get("mean", IMAGENET_MEAN), obj.get("std", IMAGENET_STD)

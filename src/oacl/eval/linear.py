@@ -358,8 +358,8 @@ def save_heads(path: str | Path, payload: Mapping[str, Any]) -> None:
         if isinstance(value, Mapping) and isinstance(value.get("head"), LinearHead):
             value = {**value, "head": value["head"].to_state()}
         out[key] = value
-    with atomic_path(path) as tmp:
-        torch.save(out, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: same payload, same bytes
+        torch.save(out, f)
 
 
 def load_heads(path: str | Path, task: str = "original") -> tuple[LinearHead, dict[str, Any]]:

@@ -63,9 +63,13 @@ def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """``torch.save`` a dict atomically (a reader never sees a half-written file)."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(payload), tmp)
+    """``torch.save`` a dict atomically (a reader never sees a half-written file).
+
+    Saved through a file object, so the zip archive inside gets torch's fixed name instead of
+    one made from the (random) temporary file name: the same payload gives the same bytes.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(dict(payload), f)
 
 
 def _load(path: str | Path, expected_format: str) -> dict[str, Any]:

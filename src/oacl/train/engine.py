@@ -13,8 +13,9 @@ any dataset of item dicts (:mod:`oacl.data.datasets`), with views made by a
 - bf16 autocast (CPU and GPU), channels-last, ``nn.Module.compile`` as switches.
 - Resume: after every epoch the full state goes to ``checkpoint_path`` (atomic); a later
   call with the same ``resume_key`` continues after the last completed epoch. Each epoch
-  reseeds every RNG from (seed, epoch, rank), so on the CPU a resumed run ends with the
-  same weights as an uninterrupted one.
+  reseeds every RNG from (seed, epoch, rank), and each item's views come from an RNG seeded
+  by (seed, epoch, index), so on the CPU a resumed run ends with the same weights as an
+  uninterrupted one, whatever the number of DataLoader workers.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "effective_lr",
     "lr_at",
     "epoch_seed",
+    "item_seed",
     "autocast_context",
     "train",
 ]
@@ -124,17 +126,30 @@ class TrainResult:
 
 
 class IndexedViews(Dataset):
-    """``dataset[i]`` → ``(i, per_item(dataset[i]))``: the views plus the dataset index (self-key masking)."""
+    """``dataset[i]`` → ``(i, per_item(dataset[i]))``: the views plus the dataset index (self-key masking).
 
-    def __init__(self, dataset: Dataset, per_item: Callable[[Any], Any]) -> None:
+    With a ``seed``, ``per_item`` draws from a torch RNG seeded by (seed, :attr:`epoch`, i), so an
+    item's views depend neither on the number of DataLoader workers nor on which process makes
+    them (set :attr:`epoch` before iterating; workers get a fresh copy every epoch). Without one
+    it draws from the global RNG of whatever process runs it.
+    """
+
+    def __init__(self, dataset: Dataset, per_item: Callable[[Any], Any], seed: int | None = None) -> None:
         self.dataset = dataset
         self.per_item = per_item
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[int, Any]:
-        return index, self.per_item(self.dataset[index])
+        item = self.dataset[index]
+        if self.seed is None:
+            return index, self.per_item(item)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, self.epoch, index))
+            return index, self.per_item(item)
 
 
 def effective_lr(base_lr: float, global_batch: int) -> float:
@@ -155,6 +170,11 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int = 0) -> fl
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """The seed every RNG gets at the start of ``epoch`` on ``rank`` (independent of resumption)."""
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63 - 1)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the per-item augmentation of dataset item ``index`` in ``epoch``."""
+    return (seed * 1_000_003 + epoch * 7_919 + index * 104_729 + 1) % (2**63 - 1)
 
 
 def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -281,7 +301,7 @@ def train(
     dev = info.device
     if settings.batch_size % info.world_size:
         raise ValueError(f"batch_size {settings.batch_size} does not split over {info.world_size} processes")
-    data = IndexedViews(dataset, views.per_item)
+    data = IndexedViews(dataset, views.per_item, seed=settings.seed)
     steps_per_epoch = len(data) // settings.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"dataset of {len(data)} items is smaller than one batch of {settings.batch_size}")
@@ -340,6 +360,7 @@ def train(
     for epoch in range(start_epoch, settings.epochs):
         _reseed(epoch_seed(settings.seed, epoch, info.rank))
         sampler.set_epoch(epoch)
+        data.epoch = epoch
         net.train()
         sums: dict[str, list[Tensor]] = {}
         t_epoch = time.perf_counter()

@@ -41,6 +41,7 @@ from oacl.config import ByolConfig, ConfigError, MocoConfig, Params, PretrainCon
 from oacl.io.atomic import atomic_path, write_json
 from oacl.io.checkpoint import export_backbone
 from oacl.models import BYOL, MoCo
+from oacl.models.backbones import layer4_stride
 from oacl.train.engine import EpochRecord, TrainResult, TrainSettings, train
 from oacl.train.monitor import KnnMonitor, KnnProbe
 from oacl.train.report import write_loss_plot
@@ -55,6 +56,7 @@ __all__ = [
     "train_settings",
     "open_train_set",
     "check_queue",
+    "check_view_size",
     "run_pretrain",
 ]
 
@@ -200,6 +202,17 @@ def check_queue(cfg: PretrainConfig, n_train: int) -> None:
         )
 
 
+def check_view_size(cfg: PretrainConfig, size: int) -> None:
+    """The views (``size`` px) must be at least the stem's downsampling to layer4 (32, 16 or 8), else layer4 has no whole cell."""
+    stride = layer4_stride(cfg.stem)
+    if size < stride:
+        what = f"'pretrain.image_size' = {size}" if cfg.image_size else f"the data's image side ({size} px; 'pretrain.image_size' = 0)"
+        raise ConfigError(
+            f"params: {what} is too small for 'pretrain.stem' = {cfg.stem!r}, which downsamples {stride}x to layer4: "
+            f"use views of at least {stride} px, or a stem that downsamples less (s1: 16x, cifar: 8x)"
+        )
+
+
 def _fingerprint(data: Dataset) -> dict[str, Any]:
     """Cheap identity of the training data (sizes and timestamps of set files, ids)."""
     parts = data.datasets if isinstance(data, ConcatDataset) else [data]
@@ -280,6 +293,7 @@ def run_pretrain(
     device = None if cfg.device == "auto" else cfg.device
     info = odist.init_distributed(device)
     data, size = open_train_set(params)
+    check_view_size(cfg, size)
     if method == "moco":
         check_queue(cfg, len(data))
     settings = train_settings(method, cfg)
