@@ -29,10 +29,10 @@ from oacl.errors import CheckpointError
 from oacl.eval.features import BG_VARIANTS, load_variant
 from oacl.eval.linear import load_heads
 from oacl.eval.shift import ShiftPaths, run_shift
+from stagekit import SMOKE, deep_update
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
-SMOKE: dict[str, Any] = yaml.safe_load((REPO / "params.smoke.yaml").read_text())
 FAST = {
     "data": {"benchmark": {"shift": {"severities": [2, 4]}}},
     "lineval": {"num_l2": 3, "max_iter": 10},
@@ -40,17 +40,8 @@ FAST = {
 }
 
 
-def merge(base: dict, extra: Mapping) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
-
-
 def write_params(path: Path, data_root: Path, **extra: Any) -> Path:
-    raw = merge(merge(copy.deepcopy(SMOKE), FAST), {"data": {"root": str(data_root)}, **extra})
+    raw = deep_update(deep_update(copy.deepcopy(SMOKE), FAST), {"data": {"root": str(data_root)}, **extra})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -77,7 +68,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from oacl.models import MoCo
 
     root = tmp_path_factory.mktemp("evalstages")
-    bench = merge(copy.deepcopy(SMOKE["data"]["benchmark"]), FAST["data"]["benchmark"])
+    bench = deep_update(copy.deepcopy(SMOKE["data"]["benchmark"]), FAST["data"]["benchmark"])
     generate_benchmark(parse_section(BenchmarkConfig, bench), root / "data")
     torch.manual_seed(1)  # seed 0 would give the random variant's weights (same init order)
     moco = MoCo("resnet18", "standard", proj_hidden=32, proj_dim=8, queue_size=16)

@@ -325,7 +325,7 @@ class DetectConfig:
     """
 
     masks: bool = spec(True, doc="Mask R-CNN (bbox and segm AP); false: Faster R-CNN (bbox AP only)")
-    steps: int = spec(100, ge=1, doc="SGD steps of the fine-tune")
+    steps: int = spec(80, ge=1, doc="SGD steps of the fine-tune")
     batch_size: int = spec(8, ge=1, doc="images per step")
     lr: float = spec(0.01, gt=0.0, doc="peak SGD lr (not scaled with the batch)")
     momentum: float = spec(0.9, ge=0.0, lt=1.0)
@@ -336,7 +336,7 @@ class DetectConfig:
     max_size: int = spec(0, ge=0, le=4096, doc="cap of the longer side (max_size), px; 0 = image_size x 1333 / 800")
     flip: bool = spec(True, doc="random horizontal flip of the training images")
     anchor_sizes: tuple[int, ...] = spec(default_factory=lambda: (8, 16, 32, 64, 128), ge=1, doc="anchor side per FPN level P2-P6, px at detector scale (5 values)")
-    fpn_channels: int = spec(256, ge=8, le=1024)
+    fpn_channels: int = spec(128, ge=8, le=1024, doc="torchvision 256; 128 halves a step here")
     rpn_pre_nms_train: int = spec(300, ge=1, doc="RPN proposals kept per FPN level before NMS, training (torchvision 2000)")
     rpn_post_nms_train: int = spec(150, ge=1, doc="RPN proposals per image after NMS, training (torchvision 2000)")
     rpn_pre_nms_test: int = spec(150, ge=1, doc="as rpn_pre_nms_train, at test (torchvision 1000)")
@@ -344,8 +344,8 @@ class DetectConfig:
     rois_per_image: int = spec(128, ge=1, doc="RoIs sampled per image for the box head loss (torchvision 512)")
     box_head_dim: int = spec(1024, ge=8, doc="width of the two-layer box head")
     mask_head_layers: int = spec(4, ge=1, le=8, doc="3x3 convs of the mask head (torchvision 4)")
-    mask_head_channels: int = spec(256, ge=8, le=1024)
-    detections_per_image: int = spec(100, ge=1, doc="COCOeval scores the top 100")
+    mask_head_channels: int = spec(128, ge=8, le=1024, doc="torchvision 256")
+    detections_per_image: int = spec(30, ge=1, doc="kept per test image (COCOeval scores up to 100; scenes hold <= 4 objects); each costs a mask-head pass")
     eval_images: int = spec(0, ge=0, doc="test images scored (the first n); 0 = all")
     eval_batch: int = spec(16, ge=1, doc="images per inference batch")
     plot_images: int = spec(8, ge=1, le=64, doc="test images in predictions.png")
