@@ -63,10 +63,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from oacl.config import DetectConfig, Params
 from oacl.data.datasets import CocoSet
-from oacl.errors import CheckpointError, ConfigError, DataError
+from oacl.errors import ConfigError, DataError
 from oacl.eval.features import parse_variant, variant_backbone_path, variant_names
 from oacl.io.atomic import atomic_path, write_json
-from oacl.io.checkpoint import load_backbone, read_backbone
+from oacl.io.checkpoint import encoder_of, read_backbone
 from oacl.io.sets import open_set
 from oacl.models.backbones import build_backbone
 from oacl.perf import resolve_device
@@ -122,10 +122,8 @@ def load_variant_backbone(
     if path is None:
         torch.manual_seed(seed)
         return build_backbone(arch, stem), IMAGENET_MEAN, IMAGENET_STD, "random"
-    info = read_backbone(path, method=parse_variant(variant)[0], arch=arch)
-    if info["stem"] != stem:
-        raise CheckpointError(f"checkpoint {path} holds a {info['stem']!r}-stem ResNet, but 'pretrain.stem' is {stem!r}")
-    net = load_backbone(path, arch=arch)
+    info = read_backbone(path, method=parse_variant(variant)[0], arch=arch, stem=stem)
+    net = encoder_of(info, path)
     mean = tuple(float(m) for m in info.get("mean", IMAGENET_MEAN))
     std = tuple(float(s) for s in info.get("std", IMAGENET_STD))
     return net, mean, std, str(path)

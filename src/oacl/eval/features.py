@@ -37,7 +37,7 @@ from torchvision.transforms.v2 import functional as TF
 from oacl.augment.views import normalize
 from oacl.cam.contracam import IMAGENET_MEAN, IMAGENET_STD
 from oacl.errors import CheckpointError, ConfigError, DataError
-from oacl.io.checkpoint import clean_state_dict, load_backbone, read_backbone
+from oacl.io.checkpoint import clean_state_dict, encoder_of, read_backbone
 from oacl.io.sets import open_set
 from oacl.models.backbones import build_backbone
 from oacl.train.engine import autocast_context
@@ -165,10 +165,8 @@ def load_variant(variant: str, params: Any, *, models_dir: str | Path = "artifac
             f"random init {arch}/{stem} (seed {seed})", reference, state_digest(reference),
         )  # fmt: skip
     cfg = params.pretrain
-    obj = read_backbone(path, method=parse_variant(variant)[0], arch=cfg.arch)
-    if obj["stem"] != cfg.stem:
-        raise CheckpointError(f"checkpoint {path} holds a {obj['stem']!r}-stem ResNet, but 'pretrain.stem' is {cfg.stem!r}")
-    encoder = load_backbone(path)
+    obj = read_backbone(path, method=parse_variant(variant)[0], arch=cfg.arch, stem=cfg.stem)
+    encoder = encoder_of(obj, path)
     reference = clean_state_dict(obj["encoder"])
     mean, std = obj.get("mean", IMAGENET_MEAN), obj.get("std", IMAGENET_STD)
     if len(mean) != 3 or len(std) != 3:

@@ -39,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "export_backbone",
     "read_backbone",
+    "encoder_of",
     "load_backbone",
     "load_encoder_projector",
 ]
@@ -88,11 +89,15 @@ def _load(path: str | Path, expected_format: str) -> dict[str, Any]:
     return obj
 
 
-def _check_identity(obj: Mapping[str, Any], path: str | Path, method: str | None, arch: str | None) -> None:
+def _check_identity(
+    obj: Mapping[str, Any], path: str | Path, method: str | None, arch: str | None, stem: str | None = None
+) -> None:
     if method is not None and obj.get("method") != method:
         raise CheckpointError(f"checkpoint {path} was trained with method {obj.get('method')!r}, expected {method!r}")
     if arch is not None and obj.get("arch") != arch:
         raise CheckpointError(f"checkpoint {path} holds architecture {obj.get('arch')!r}, expected {arch!r}")
+    if stem is not None and obj.get("stem") != stem:
+        raise CheckpointError(f"checkpoint {path} holds a {obj.get('stem')!r}-stem ResNet, but 'pretrain.stem' is {stem!r}")
 
 
 def load_checkpoint(path: str | Path, *, method: str | None = None, arch: str | None = None) -> dict[str, Any]:
@@ -135,14 +140,29 @@ def export_backbone(
     save_checkpoint(path, payload)
 
 
-def read_backbone(path: str | Path, *, method: str | None = None, arch: str | None = None) -> dict[str, Any]:
-    """Read an exported backbone file as a dict (see the module docstring) after validating it."""
+def read_backbone(
+    path: str | Path, *, method: str | None = None, arch: str | None = None, stem: str | None = None
+) -> dict[str, Any]:
+    """Read an exported backbone file as a dict (see the module docstring) after validating it.
+
+    ``method`` / ``arch`` / ``stem``, when given, must match the file.
+    """
     obj = _load(path, BACKBONE_FORMAT)
     for key in ("method", "arch", "stem", "encoder", "projector", "projector_spec"):
         if key not in obj:
             raise CheckpointError(f"backbone file {path} lacks the entry {key!r}")
-    _check_identity(obj, path, method, arch)
+    _check_identity(obj, path, method, arch, stem)
     return obj
+
+
+def encoder_of(obj: Mapping[str, Any], path: str | Path) -> torchvision.models.ResNet:
+    """The encoder (fc = Identity, eval mode, CPU) of a backbone dict read by :func:`read_backbone` from ``path``."""
+    try:
+        encoder = build_backbone(obj["arch"], obj["stem"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"backbone file {path} describes a model this code cannot build: {err}") from None
+    _load_into(encoder, obj["encoder"], "encoder", path)
+    return encoder.eval()
 
 
 def _load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, path: str | Path) -> None:
@@ -162,14 +182,13 @@ def load_encoder_projector(
     projector: (B, C) → (B, D). ``method`` / ``arch``, when given, must match the file.
     """
     obj = read_backbone(path, method=method, arch=arch)
+    encoder = encoder_of(obj, path)
     try:
-        encoder = build_backbone(obj["arch"], obj["stem"])
         projector = head_from_spec(obj["projector_spec"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"backbone file {path} describes a model this code cannot build: {err}") from None
-    _load_into(encoder, obj["encoder"], "encoder", path)
     _load_into(projector, obj["projector"], "projector", path)
-    return encoder.eval(), projector.eval()
+    return encoder, projector.eval()
 
 
 def load_backbone(path: str | Path, *, arch: str | None = None) -> torchvision.models.ResNet:
