@@ -146,7 +146,7 @@ def test_single_stage_without_crf_and_ablation(project: Path, tmp_path: Path) ->
     paths = CamPaths.under(tmp_path, "single")
     metrics = run_contracam_stage(params, "single", project / "models" / "moco.pt", paths)
     store = CamStore(paths.store, expected_ids=EmbeddedSet(project / "data" / "single" / "train.h5").ids)
-    assert (store.attrs["iters"], store.attrs["expand_res"], store.attrs["crf"]) == (1, 1, False)  # single's defaults
+    assert (store.attrs["iters"], store.attrs["expand_res"], store.attrs["crf"]) == (1, 2, False)  # single's defaults
     assert not store.has_refined  # masks_refined only when the CRF ran
     assert metrics["images"] == 12 and metrics["boxes_per_image"]["gt"] == 1.0
     assert json.loads(paths.metrics.read_text()) == metrics
@@ -225,7 +225,7 @@ def test_soft_masks_for_several_T_match_separate_runs() -> None:
 
 def test_contracam_params_blocks_are_self_contained() -> None:
     section = parse_section(ContraCAMSection, {"single": {"batch_size": 8}, "ablation": {"iters": [], "neg_batch": []}}, "contracam")
-    assert (section.single.iters, section.single.expand_res, section.single.batch_size) == (1, 1, 8)
+    assert (section.single.iters, section.single.expand_res, section.single.batch_size) == (1, 2, 8)
     assert (section.multi.iters, section.multi.expand_res, section.multi.crf) == (10, 2, True)
     with pytest.raises(ConfigError, match="neg_batch"):
         parse_section(ContraCAMSection, {"multi": {"neg_batch": 1}}, "contracam")
