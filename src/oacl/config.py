@@ -276,13 +276,13 @@ class ContraCAMConfig:
 class ContraCAMSingleConfig(ContraCAMConfig):
     """``contracam.single``: the background-mixup masks, one iteration (paper), layer4 at twice its resolution.
 
-    The paper uses no expansion at 224 px, where layer4 is 7 x 7. At the embedded benchmark's
-    64 px it is 2 x 2, and the CAM cannot draw an object's outline: on the default run's MoCo,
-    T = 1 CRF mask mIoU was 14.0 without expansion and 46.5 with x2 (centred Gaussian 28.0).
+    ``expand_res`` keeps the base default of 2, where the paper uses no expansion: at its 224 px
+    layer4 is 7 x 7, at the embedded benchmark's 64 px it is 2 x 2 and the CAM cannot draw an
+    object's outline (default run's MoCo, T = 1, CRF mask mIoU on the ablation subset: 14.0 without
+    expansion, 46.5 with x2; centred Gaussian 28.0).
     """
 
     iters: int = spec(1, ge=1, le=100, doc="T (paper: 1 for the single-object background masks)")
-    expand_res: Literal[1, 2, 4] = spec(2, doc="paper: 1 at 224 px; 2 gives 4 x 4 maps at 64 px")
 
 
 @dataclass(frozen=True)
