@@ -31,8 +31,9 @@ import torch
 import torchvision
 from torch import nn
 
-from oacl.cam.contracam import IMAGENET_MEAN, IMAGENET_STD, contracam_prepared, prepare_cam_model
+from oacl.cam.contracam import contracam_prepared, prepare_cam_model
 from oacl.cam.postprocess import PostprocessOptions, refine_batch, resolve_workers
+from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -137,7 +138,7 @@ def main() -> None:
             row_ref = None
             for amp in (False, True):
                 model = prepare_cam_model(enc, proj, expand_res=expand, amp=amp)
-                sec, out = time_call(lambda: contracam_prepared(model, x, iters=iters), args.repeats)
+                sec, out = time_call(lambda m=model, t=iters: contracam_prepared(m, x, iters=t), args.repeats)
                 if not amp:
                     row_ref = (sec, out)
                 speed = row_ref[0] / sec

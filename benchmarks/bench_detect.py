@@ -25,15 +25,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from oacl import perf
 from oacl.config import DetectConfig, load_params
-from oacl.eval.detection import DetectionSet, build_detector, lr_at
+from oacl.eval.detection import DetectionSet, build_detector, detect_lr
 from oacl.models.backbones import build_backbone
 
 SETTINGS: dict[str, Callable[[DetectConfig], DetectConfig]] = {
@@ -42,7 +42,7 @@ SETTINGS: dict[str, Callable[[DetectConfig], DetectConfig]] = {
         c, anchor_sizes=(32, 64, 128, 256, 512), fpn_channels=256, rpn_pre_nms_train=2000, rpn_post_nms_train=2000,
         rpn_pre_nms_test=1000, rpn_post_nms_test=1000, rois_per_image=512, box_head_dim=1024, mask_head_layers=4,
         mask_head_channels=256, detections_per_image=100,
-    ),  # fmt: skip
+    ),
     "faster": lambda c: replace(c, masks=False),
     "fpn256": lambda c: replace(c, fpn_channels=256, box_head_dim=1024),
     "mask4x256": lambda c: replace(c, mask_head_layers=4, mask_head_channels=256),
@@ -62,7 +62,7 @@ def time_setting(cfg: DetectConfig, train: DetectionSet, test: DetectionSet, *, 
         idx = [(step * cfg.batch_size + k) % len(train) for k in range(cfg.batch_size)]
         batch = [train[i] for i in idx]
         for g in opt.param_groups:
-            g["lr"] = lr_at(min(step, cfg.steps - 1), cfg)
+            g["lr"] = detect_lr(min(step, cfg.steps - 1), cfg)
         t0, c0 = time.perf_counter(), time.process_time()
         losses = model([b[0] for b in batch], [b[1] for b in batch])
         opt.zero_grad(set_to_none=True)

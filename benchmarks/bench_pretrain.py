@@ -24,20 +24,20 @@ import argparse
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from oacl import perf
 from oacl.augment.views import AugmentSettings, BatchPhotometric, TwoCrops
 from oacl.config import PretrainConfig
-from oacl.models import BYOL, MoCo
 from oacl.models.backbones import build_backbone
-from oacl.train.engine import autocast_context
+from oacl.models.byol import BYOL
+from oacl.models.moco import MoCo
+from oacl.perf import autocast_context
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def our_step(method: str, cfg: PretrainConfig, v: Variant, x1: torch.Tensor, x2:
     if method == "moco":
         m = cfg.moco
         model: nn.Module = MoCo(cfg.arch, cfg.stem, proj_hidden=m.proj_hidden or None, proj_dim=m.proj_dim,
-                                queue_size=4096, temperature=m.temperature, momentum=m.momentum)  # fmt: skip
+                                queue_size=4096, temperature=m.temperature, momentum=m.momentum)
     else:
         b = cfg.byol
         model = BYOL(cfg.arch, cfg.stem, proj_hidden=b.proj_hidden, proj_dim=b.proj_dim, pred_hidden=b.pred_hidden, tau_base=b.tau_base)
@@ -232,7 +232,7 @@ def main() -> None:
     cfg = PretrainConfig(arch=args.arch, stem=args.stem, batch_size=args.batch)
     variants = [VARIANTS[v] for v in args.variants.split(",")]
     print(f"# device {device}, threads {threads}, torch {torch.__version__}, {args.arch}/{args.stem}, "
-          f"batch {args.batch}, {args.size} px, malloc tuning {'off' if args.no_malloc_tuning else 'on'}")  # fmt: skip
+          f"batch {args.batch}, {args.size} px, malloc tuning {'off' if args.no_malloc_tuning else 'on'}")
     peak32 = conv_peak(device, torch.float32, False)
     peak16 = conv_peak(device, torch.bfloat16, True)
     print(f"# conv peak: fp32 {peak32:.0f} GFLOP/s, bf16 channels-last {peak16:.0f} GFLOP/s")

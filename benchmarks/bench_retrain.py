@@ -24,8 +24,9 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,8 @@ from oacl import perf
 from oacl.augment.views import AugmentSettings, ViewPipeline, two_view_pipeline
 from oacl.config import Params, load_params
 from oacl.io.camstore import write_cam_store
-from oacl.train.engine import IndexedViews, autocast_context, _to_device
+from oacl.perf import autocast_context
+from oacl.train.engine import IndexedViews, _to_device
 from oacl.train.pretrain import build_method, open_train_set, train_set_names
 from oacl.train.retrain import DEBIAS, build_views, open_cam_store
 
@@ -53,7 +55,7 @@ def cam_stores(params: Params, data: Dataset, cam_dir: Path, tmp: Path) -> dict[
         size = masks.shape[1]
         boxes = [part.set.boxes_of(i)[0] / size for i in range(len(part))]  # type: ignore[attr-defined]
         write_cam_store(tmp / f"{name}.h5", image_ids=part.ids, masks=(masks * 200).astype(np.uint8), boxes=boxes,
-                        checkpoint_sha256="stand-in", params={}, image_size=size, iters=1, expand_res=1, crf=False)  # fmt: skip
+                        checkpoint_sha256="stand-in", params={}, image_size=size, iters=1, expand_res=1, crf=False)
         stores[name] = open_cam_store(tmp, name)
         print(f"# {cam_dir / (name + '.h5')} missing: stand-in store from the ground-truth masks")
     return stores
@@ -64,7 +66,7 @@ def loader(dataset: Dataset, views: ViewPipeline, batch: int, workers: int, seed
     return DataLoader(
         IndexedViews(dataset, views.per_item), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
         collate_fn=default_collate, generator=g, worker_init_fn=perf.worker_init if workers else None,
-    )  # fmt: skip
+    )
 
 
 def forever(dl: DataLoader) -> Iterator[Any]:
@@ -112,7 +114,7 @@ def main() -> None:
     data, size = open_train_set(params)
     print(f"# {args.method} {cfg.arch}/{cfg.stem}, batch {batch}, {size} px, {len(data)} training images "
           f"({cfg.dataset}), device {device}, threads {threads}, workers {cfg.workers}, amp {cfg.amp}, "
-          f"channels_last {cfg.channels_last}, torch {torch.__version__}")  # fmt: skip
+          f"channels_last {cfg.channels_last}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         stores = cam_stores(params, data, args.cam_dir, Path(tmp)) if any(
             v != "vanilla" and DEBIAS[v].cam for v in args.variants

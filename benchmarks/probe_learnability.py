@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from oacl.cam.contracam import IMAGENET_MEAN, IMAGENET_STD
 from oacl.io.checkpoint import load_backbone, read_backbone
 from oacl.io.sets import open_set
 from oacl.models.backbones import build_backbone
+from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD
 
 
 @torch.no_grad()

@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 
 from oacl import perf
-from oacl.cam.pipeline import DATASETS, CamPaths, run_contracam_stage
+from oacl.cam.pipeline import CamPaths, run_contracam_stage
 from oacl.cli import run_stage
 from oacl.config import Params
+from oacl.vocab import SETS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=SETS)
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--model", default="artifacts/models/pretrain-moco/backbone.pt")
     p.add_argument("--out-dir", default="artifacts")

@@ -55,7 +55,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     }
     write_json(args.out_metrics, summary)
     log.info("benchmark: %d images, %.1f MB in %.1f s (+ %.1f s for %d contact sheets)",
-             summary["images"], summary["megabytes"], t1 - t0, t2 - t1, len(sheets))  # fmt: skip
+             summary["images"], summary["megabytes"], t1 - t0, t2 - t1, len(sheets))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import os
 import sys
 
 from oacl import dist, perf
-from oacl.cli import run_stage
-from oacl.config import Params, load_params
-from oacl.errors import OACLError
+from oacl.config import Params
+from oacl.train.launch import run_training_stage
 from oacl.train.pretrain import METHOD_BUILDERS, PretrainPaths, run_pretrain
 
 
@@ -42,11 +41,4 @@ def main(params: Params, args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     args = parse_args()
-    if not dist.under_torchrun():
-        try:
-            nproc = load_params(args.params).pretrain.nproc
-        except OACLError:
-            nproc = 1  # run_stage reports the error
-        if nproc > 1:
-            sys.exit(dist.launch_torchrun(nproc, __file__, sys.argv[1:]))
-    run_stage(lambda params: main(params, args), args.params)
+    run_training_stage(lambda params: main(params, args), args.params, __file__, sys.argv[1:])

@@ -17,8 +17,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -123,7 +124,7 @@ def run_script(
     return subprocess.run(
         stage_cmd(stage, *args, hook=hook), cwd=cwd or REPO, env=stage_env(), capture_output=True, text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 def output_files(out: Path, *, ignore: tuple[str, ...] = ("cache",)) -> list[str]:
@@ -180,7 +181,7 @@ def write_gt_cam_store(path: Path, set_path: Path, *, ids_from: Path | None = No
     write_cam_store(
         path, image_ids=ids, checkpoint_sha256="0" * 64, params={"source": "ground truth"},
         image_size=size, iters=1, expand_res=1, crf=False, **kw,
-    )  # fmt: skip
+    )
     return path
 
 

@@ -18,6 +18,7 @@ from oacl.data import benchmark as bm
 from oacl.data import corruptions as cr
 from oacl.data.shapes import CLASSES, boundary, render_objects
 from oacl.data.textures import BACKGROUNDS, hsv_to_rgb, render_backgrounds
+from oacl.vocab import BG_VARIANTS
 
 TINY = BenchmarkConfig(
     seed=3,
@@ -56,8 +57,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def test_expected_files_and_sizes(tiny):
     out, metrics = tiny
     expected = {"benchmark.json", "multi/train.h5", "multi/test.h5", "multi/instances_train.json", "multi/instances_test.json",
-                "multi/crops_train.h5", "multi/crops_val.h5", "multi/crops_test.h5", "single/train.h5", "single/val.h5"}  # fmt: skip
-    expected |= {f"single/{v}.h5" for v in bm.VARIANTS}
+                "multi/crops_train.h5", "multi/crops_val.h5", "multi/crops_test.h5", "single/train.h5", "single/val.h5"}
+    expected |= {f"single/{v}.h5" for v in BG_VARIANTS}
     expected |= {f"shift/{c}-{s}.h5" for c in ("gaussian_noise", "fog") for s in (1, 5)}
     expected |= {"shift/sketch.h5", "shift/stylized.h5", "shift/rendition.h5"}
     assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == expected
@@ -204,7 +205,7 @@ def test_crop_with_known_box_and_margin():
 
 @pytest.fixture(scope="module")
 def variants(tiny) -> dict[str, dict[str, np.ndarray]]:
-    return {v: _read(tiny[0] / f"single/{v}.h5") for v in bm.VARIANTS}
+    return {v: _read(tiny[0] / f"single/{v}.h5") for v in BG_VARIANTS}
 
 
 def _box_mask(box: np.ndarray, s: int) -> np.ndarray:

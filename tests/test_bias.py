@@ -123,7 +123,7 @@ def test_one_shot_error_rejects_too_few_rows() -> None:
 def test_cooccurring_pairs_within_groups() -> None:
     assert cooccurring_pairs([["square", "disk"], ["cross", "triangle", "star"]], CLASSES) == [
         (0, 1), (2, 3), (2, 4), (3, 4),
-    ]  # fmt: skip
+    ]
     with pytest.raises(DataError, match=r"\['heart'\]"):
         cooccurring_pairs([["disk", "heart"]], CLASSES)
 
@@ -172,11 +172,12 @@ def test_contextual_bias_keys_values_and_skipped_pairs() -> None:
     feats = torch.from_numpy(np.concatenate(rows)).float() * 3.0  # the scale must not matter (L2-normalised)
     y = torch.tensor(labels)
     out = contextual_bias(feats, y, [(0, 1), (2, 3), (3, 4)], CLASSES, seeds=5, seed=0)
+    # star_vs_cross is skipped: one cross crop only
     assert set(out) == {
         "bias/disk_vs_square/min_dist", "bias/disk_vs_square/oneshot_error",
         "bias/triangle_vs_star/min_dist", "bias/triangle_vs_star/oneshot_error",
         "bias/mean/min_dist", "bias/mean/oneshot_error",
-    }  # fmt: skip  (star_vs_cross skipped: one cross crop)
+    }
     z = feats.double() / feats.double().norm(dim=1, keepdim=True)
     assert out["bias/disk_vs_square/min_dist"] == pytest.approx(avg_min_distance(z[y == 0], z[y == 1]), abs=1e-4)
     assert out["bias/disk_vs_square/oneshot_error"] == 0.0

@@ -56,8 +56,9 @@ def test_round_trip(tmp_path: Path) -> None:
     assert [len(b) for b in store.boxes_list()] == [1, 0, 2, 1, 0]
     assert store.attrs == {
         "schema": CAM_SCHEMA, "checkpoint_sha256": "ab" * 32, "params": data["params"],
-        "image_size": [H, W], "iters": 10, "expand_res": 2, "crf": True,
+        "image_size": [H, W], "iters": 10, "expand_res": 2, "crf": True, "mask_geometry": "resize-full",
     }
+    assert store.mask_geometry == "resize-full"
     store.close()
 
 
@@ -71,6 +72,24 @@ def test_layout_matches_the_contract(tmp_path: Path) -> None:
         assert f["box_index"].dtype == np.int64 and f["box_index"].shape == (N + 1,)
         assert h5py.check_string_dtype(f["image_ids"].dtype).encoding == "utf-8"
         assert f.attrs["schema"] == CAM_SCHEMA and int(f.attrs["image_size"]) == H
+        assert f.attrs["mask_geometry"] == "resize-full"
+
+
+def test_mask_geometry_absent_reads_as_resize_full_unknown_fails(tmp_path: Path) -> None:
+    path = tmp_path / "cam.h5"
+    write(path)
+    with h5py.File(path, "a") as f:  # a store written before the attribute existed
+        del f.attrs["mask_geometry"]
+    store = CamStore(path)
+    assert store.mask_geometry == "resize-full" and store.attrs["mask_geometry"] == "resize-full"
+    store.close()
+    with h5py.File(path, "a") as f:
+        f.attrs["mask_geometry"] = "center-crop"
+    with pytest.raises(DataError, match=r"cam\.h5.*mask_geometry is 'center-crop'"):
+        CamStore(path)
+    with pytest.raises(ValueError, match="mask_geometry.*'pad'"):
+        write(tmp_path / "bad.h5", mask_geometry="pad")
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -102,7 +103,7 @@ def _real(kit: Kit, dataset: str, **extra: Any) -> dict[str, Any]:
         {"data": {"source": "real", "real": {**kit.real, "root": str(kit.root.parent)}},  # holds every test's folder
          "pretrain": {"dataset": dataset, "image_size": 32, "batch_size": 24, "moco": {"queue_size": 8}}},
         extra,
-    )  # fmt: skip
+    )
 
 
 def _copy_real(kit: Kit, work: Path, part: str) -> Path:
@@ -122,7 +123,7 @@ def coco_image(kit: Kit, work: Path, *, workers: int = 0, delete: bool = False) 
     real = {"multi_images": str(coco / "images"), "multi_train_json": str(coco / "instances_train.json")}
     what = "does not exist" if delete else "cannot be decoded (corrupt or truncated?)"
     return Case("pretrain", ("--method", "moco"), _real(kit, "multi", data={"real": real}, pretrain={"workers": workers}),
-                str(image), f"error: image file {image} {what}")  # fmt: skip
+                str(image), f"error: image file {image} {what}")
 
 
 def folder_image(kit: Kit, work: Path) -> Case:
@@ -133,13 +134,13 @@ def folder_image(kit: Kit, work: Path) -> Case:
         if not other.name.startswith("single-train-"):
             other.unlink()
     return Case("pretrain", ("--method", "moco"), _real(kit, "single", data={"real": {"single_root": str(folder)}}),
-                str(image), f"error: image file {image} cannot be decoded")  # fmt: skip
+                str(image), f"error: image file {image} cannot be decoded")
 
 
 def folder_missing(kit: Kit, work: Path) -> Case:
     missing = work / "no-such-folder"
     return Case("pretrain", ("--method", "moco"), _real(kit, "single", data={"real": {"single_root": str(missing)}}),
-                str(missing), f"error: image folder {missing} does not exist")  # fmt: skip
+                str(missing), f"error: image folder {missing} does not exist")
 
 
 def coco_json(kit: Kit, work: Path, how: str) -> Case:
@@ -178,7 +179,7 @@ def coco_test_categories(kit: Kit, work: Path) -> Case:
     path.write_text(json.dumps(raw))
     real = {"multi_images": str(coco / "images"), "multi_train_json": str(coco / "instances_train.json"), "multi_test_json": str(path)}
     return Case("lineval", ("--model", "random"), _real(kit, "multi", data={"real": real}),
-                f"{path} (crops) has 7 classes", "the splits of a linear probe must share one class list")  # fmt: skip
+                f"{path} (crops) has 7 classes", "the splits of a linear probe must share one class list")
 
 
 def cam_store(kit: Kit, work: Path, how: str) -> Case:
@@ -223,7 +224,7 @@ def path_escape(kit: Kit, work: Path) -> Case:
     escape = "../../../etc/instances.json"
     real = {"multi_images": str(kit.root / "real" / "coco" / "images"), "multi_train_json": escape}
     return Case("pretrain", ("--method", "moco"), _real(kit, "multi", data={"real": real}),
-                f"'data.real.multi_train_json' = {escape!r}", "points outside 'data.real.root' = ")  # fmt: skip
+                f"'data.real.multi_train_json' = {escape!r}", "points outside 'data.real.root' = ")
 
 
 def params_case(stage: str, args: tuple[Any, ...], overrides: dict[str, Any], culprit: str, expect: str) -> Callable[[Kit, Path], Case]:
@@ -249,7 +250,7 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "cam-truncated": lambda kit, work: cam_store(kit, work, "truncated"),
     # checkpoints
     **{f"{stage}-backbone-{how}": (lambda s, h: lambda kit, work: backbone(kit, work, s, h))(stage, how)
-       for stage in ("contracam", "lineval") for how in ("truncated", "arch", "method")},  # fmt: skip
+       for stage in ("contracam", "lineval") for how in ("truncated", "arch", "method")},
     # params: every stage validates the whole file first
     "params-unknown-key": params_case("contracam", ("--dataset", "single"), {"lineval": {"l2_weights": 5}},
                                       "'lineval.l2_weights'", "error: params: unknown key 'lineval.l2_weights' (known keys here:"),
@@ -393,16 +394,16 @@ def test_truncated_resume_checkpoint_restarts_the_run(kit: Kit, tmp_path: Path, 
 
 
 @pytest.mark.parametrize("field,value,message", [("method", "byol", "was trained with method 'byol', expected 'moco'"),
-                                                   ("arch", "resnet50", "holds architecture 'resnet50', expected 'resnet18'")])  # fmt: skip
+                                                   ("arch", "resnet50", "holds architecture 'resnet50', expected 'resnet18'")])
 def test_resume_checkpoint_of_another_model_is_ignored(tmp_path: Path, caplog, field: str, value: str, message: str) -> None:
     """The engine's resume step: a checkpoint of another method or architecture is not loaded (the run starts afresh)."""
     from oacl.io.checkpoint import TRAIN_FORMAT, save_checkpoint
-    from oacl.models import MoCo
+    from oacl.models.moco import MoCo
     from oacl.train.engine import _resume_state
 
     model = MoCo("resnet18", "standard", proj_hidden=16, proj_dim=8, queue_size=8)
     header = {"format": TRAIN_FORMAT, "method": "moco", "arch": "resnet18", "stem": "standard", "epoch": 1,
-              "model": {}, "optimizer": {}, "resume_key": "k"}  # fmt: skip
+              "model": {}, "optimizer": {}, "resume_key": "k"}
     path = tmp_path / "last.pt"
     save_checkpoint(path, {**header, field: value})
     with caplog.at_level(logging.WARNING, logger="oacl"):

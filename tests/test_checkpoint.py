@@ -19,7 +19,8 @@ from oacl.io.checkpoint import (
     read_backbone,
     save_checkpoint,
 )
-from oacl.models import BYOL, MoCo
+from oacl.models.byol import BYOL
+from oacl.models.moco import MoCo
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -37,7 +38,7 @@ def _train_ckpt(model, path: Path) -> None:
         path,
         {"format": TRAIN_FORMAT, "method": model.name, "arch": model.arch, "stem": model.stem, "epoch": 1,
          "model": model.state_dict(), "optimizer": {}, "params": {"seed": 0}},
-    )  # fmt: skip
+    )
 
 
 def test_backbone_round_trip(tmp_path: Path, moco: MoCo) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_missing_file(tmp_path):
 
 def test_sections_are_frozen():
     params = parse_section(Params, {"pmix": 0.2})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         params.pmix = 0.5  # type: ignore[misc]
 
 

@@ -16,8 +16,8 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from oacl.cam.contracam import (
     _features,
-    classifier_cam,
     _fold_batchnorms,
+    classifier_cam,
     contracam,
     contracam_prepared,
     contrastive_score,
@@ -186,7 +186,7 @@ def literal_contracam(enc: nn.Module, proj: nn.Module, image: torch.Tensor, n_it
         for i in range(b):
             cam[i] -= torch.min(cam[i])
             cam[i] /= torch.max(cam[i]) + 1e-20
-        mask = torch.max(mask, cam) if it > 0 else cam
+        mask = torch.max(mask, cam) if it > 0 else cam  # noqa: F821  (bound at it == 0, as in Algorithm 1)
         image = original * (1 - mask) + mask_color * mask
     return mask
 

@@ -35,8 +35,8 @@ from oacl.cam.pipeline import (
 from oacl.cam.sheets import boxes_histogram, cam_sheet
 from oacl.cli import run_stage
 from oacl.config import BenchmarkConfig, ConfigError, ContraCAMSection, PretrainConfig, load_params, parse_section
-from oacl.data import EmbeddedSet
 from oacl.data.benchmark import generate_benchmark
+from oacl.data.datasets import EmbeddedSet
 from oacl.io.camstore import CamStore
 from oacl.io.checkpoint import export_backbone
 from oacl.train.pretrain import build_method
@@ -51,7 +51,7 @@ BENCH = {
     "multi": {"train": 16, "val": 4, "test": 4, "crop_size": 24},
     "single": {"train": 12, "val": 4, "test": 8},
     "shift": {"test": 4, "corruptions": ["fog"], "severities": [1], "styles": ["sketch"]},
-}  # fmt: skip
+}
 CAM = {
     "multi": {"batch_size": 8, "iters": 3, "workers": 2},  # 2 CRF processes: the forkserver path and the __main__ guard
     "single": {"batch_size": 6, "crf": False, "workers": 1},
@@ -75,7 +75,7 @@ def project(tmp_path_factory) -> Path:
 def run(project: Path, dataset: str, model: Path, out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(SCRIPT), "--dataset", dataset, "--params", str(project / "params.yaml"),
-           "--model", str(model), "--out-dir", str(out)]  # fmt: skip
+           "--model", str(model), "--out-dir", str(out)]
     return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
 
 

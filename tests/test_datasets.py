@@ -15,14 +15,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import COLOURS, Scenes, make_scenes, write_scenes
 from PIL import Image
 from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 
-from oacl.data import (
+from conftest import COLOURS, Scenes, make_scenes, write_scenes
+from oacl.data.datasets import (
     DATASETS,
     BackgroundChallengeSet,
     CocoSet,
@@ -30,11 +30,13 @@ from oacl.data import (
     ImageFolderSet,
     build_dataset,
     collate_samples,
+    load_mask_file,
     make_sample,
+    mask_to_box,
 )
-from oacl.data.datasets import load_mask_file, mask_to_box
 from oacl.errors import DataError
 from oacl.io.sets import SCHEMA, open_set, write_set
+from oacl.vocab import DATASET_KINDS
 
 # --------------------------------------------------------------------- helpers
 
@@ -565,7 +567,7 @@ def test_make_sample_validates() -> None:
 
 
 def test_registry_builds_each_format(tmp_path: Path, scenes: Scenes, set_path: Path) -> None:
-    assert set(DATASETS) == {"embedded", "coco", "imagefolder", "bgchallenge"}
+    assert set(DATASETS) == set(DATASET_KINDS) == {"embedded", "coco", "imagefolder", "bgchallenge"}
     assert len(build_dataset("embedded", path=set_path)) == 8
     ann, images = write_coco(tmp_path / "c", scenes)
     assert len(build_dataset("coco", annotation_json=ann, image_dir=images)) == 8
@@ -586,3 +588,106 @@ def test_fixture_scenes_are_what_they_claim() -> None:
             assert s.object_masks[j].sum() == (x1 - x0) * (y1 - y0)
         union = np.max(s.object_masks[s.box_index[i] : s.box_index[i + 1]], axis=0)
         np.testing.assert_array_equal(s.masks[i], union)
+
+
+# ------------------------------------------------------- real files: decoding and crowd
+
+
+def write_awkward_files(folder: Path) -> dict[str, tuple[np.ndarray, float]]:
+    """Real-world files that are not plain RGB: {file name: (expected RGB (H, W, 3) uint8, mean |error| allowed)}.
+
+    Greyscale JPEG, CMYK JPEG (Adobe APP14, inverted, as PIL and Photoshop write it), a PNG named
+    ``.JPEG`` and a 16-bit greyscale PNG; 20 x 12 (W x H), smooth so JPEG keeps them close.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:12, 0:20]
+    rgb = np.stack([xx * 12, yy * 20, 255 - xx * 12], axis=2).astype(np.uint8)
+    grey = (xx * 12 + yy * 2).astype(np.uint8)
+    Image.fromarray(grey, "L").save(folder / "grey.jpg", quality=95)
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    Image.fromarray(rgb).save(folder / "png_inside.JPEG", format="PNG")
+    Image.fromarray(grey.astype(np.uint16) * 257 + 100).save(folder / "grey16.png")  # mode I;16
+    with Image.open(folder / "cmyk.jpg") as im, Image.open(folder / "png_inside.JPEG") as png, Image.open(folder / "grey16.png") as g16:
+        assert im.mode == "CMYK" and "adobe" in im.info and png.format == "PNG" and g16.mode.startswith("I;16")
+    as_rgb = np.repeat(grey[..., None], 3, axis=2)
+    return {"grey.jpg": (as_rgb, 3.0), "cmyk.jpg": (rgb, 3.0), "png_inside.JPEG": (rgb, 0.0), "grey16.png": (as_rgb, 0.0)}
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "bgchallenge", "coco"])
+def test_real_files_of_any_colour_mode_decode_to_rgb_uint8(tmp_path: Path, kind: str) -> None:
+    if kind == "imagefolder":
+        files = write_awkward_files(tmp_path / "img" / "thing")
+        ds = ImageFolderSet(tmp_path / "img")
+    elif kind == "bgchallenge":
+        files = write_awkward_files(tmp_path / "original" / "train" / "00_thing")
+        ds = BackgroundChallengeSet(tmp_path, "original", "train")
+    else:
+        files = write_awkward_files(tmp_path / "images")
+        raw = {"images": [{"id": k, "file_name": name, "height": 12, "width": 20} for k, name in enumerate(sorted(files))],
+               "annotations": [], "categories": [{"id": 1, "name": "thing"}]}  # fmt: skip
+        (tmp_path / "train.json").write_text(json.dumps(raw))
+        ds = CocoSet(tmp_path / "train.json", tmp_path / "images")
+    assert len(ds) == len(files)
+    for k in range(len(ds)):
+        item = ds[k]
+        name = next(n for n in files if Path(n).stem == Path(item["id"]).stem)
+        expected, tol = files[name]
+        image = item["image"]
+        assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and tuple(image.shape) == (3, 12, 20), name
+        got = image.permute(1, 2, 0).numpy().astype(int)
+        assert np.abs(got - expected).mean() <= tol, name
+        if name.startswith("grey"):
+            assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()
+
+
+def test_load_image_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    from oacl.data.datasets import load_image
+
+    ramp = np.linspace(0, 65535, 64 * 4).reshape(4, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    got = load_image(tmp_path / "ramp.png")
+    assert got.shape == (4, 64, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got[..., 0], np.rint(ramp / 257.0).astype(np.uint8))  # PIL's convert: 99 % at 255
+
+
+def test_coco_crowd_annotations_are_ignored_for_boxes_labels_and_crops(tmp_path: Path) -> None:
+    """As COCO does: ``iscrowd`` regions are neither objects to crop nor boxes (nor the image's label)."""
+    from oacl.data.source import CocoCropSource
+
+    (tmp_path / "images").mkdir()
+    h, w = 30, 40
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / "images" / name)
+    crowd_mask = np.zeros((h, w), np.uint8)
+    crowd_mask[2:28, 15:39] = 1
+    flat = crowd_mask.flatten(order="F")  # COCO writes crowd masks as uncompressed RLE, column-major runs
+    runs, prev, n = [], 0, 0
+    for v in flat:
+        if v != prev:
+            runs.append(n)
+            prev, n = v, 0
+        n += 1
+    runs.append(n)
+    crowd = {"size": [h, w], "counts": [int(r) for r in runs]}
+    raw = {
+        "images": [{"id": 1, "file_name": "a.png", "height": h, "width": w}, {"id": 2, "file_name": "b.png", "height": h, "width": w}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 8, 6], "area": 48.0, "iscrowd": 0,
+             "segmentation": [[2, 3, 10, 3, 10, 9, 2, 9]]},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [15, 2, 24, 26], "area": 624.0, "iscrowd": 1, "segmentation": crowd},
+            {"id": 3, "image_id": 2, "category_id": 2, "bbox": [15, 2, 24, 26], "area": 624.0, "iscrowd": 1, "segmentation": crowd},
+        ],
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "crowd of people"}],
+    }  # fmt: skip
+    (tmp_path / "train.json").write_text(json.dumps(raw))
+    ds = CocoSet(tmp_path / "train.json", tmp_path / "images")
+    a, b = ds[0], ds[1]
+    np.testing.assert_array_equal(a["boxes"].numpy(), [[2, 3, 10, 9]])  # the crowd box is not a box
+    assert a["box_labels"].tolist() == [0] and a["label"] == 0  # the larger crowd does not label the image
+    assert len(b["boxes"]) == 0 and b["label"] == -1  # crowd only: no object
+    crops = list(CocoCropSource(ds, 8, "t").batches(16))
+    assert len(crops) == 1 and crops[0][0].shape == (1, 3, 8, 8) and crops[0][1].tolist() == [0]
+    # kept on request (COCO's own evaluation marks them "ignore" rather than dropping them)
+    with_crowd = CocoSet(tmp_path / "train.json", tmp_path / "images", include_crowd=True)
+    assert len(with_crowd[0]["boxes"]) == 2 and with_crowd[0]["label"] == 1 and len(with_crowd[1]["boxes"]) == 1
+    assert int(with_crowd[0]["mask"].numpy()[crowd_mask == 1].min()) == 1  # its uncompressed RLE decodes in place

@@ -24,7 +24,7 @@ from oacl.config import ConfigError, Params, parse_section
 from oacl.errors import CheckpointError, DataError
 from oacl.eval.detection import METRIC_KEYS, DetectPaths, run_detect
 from oacl.io.checkpoint import export_backbone
-from oacl.models import MoCo
+from oacl.models.moco import MoCo
 from test_detection import write_coco_split
 
 torch.set_num_threads(1)
@@ -36,7 +36,7 @@ DETECT = {
     "mask_head_layers": 1, "mask_head_channels": 16, "rois_per_image": 32, "rpn_pre_nms_train": 100,
     "rpn_post_nms_train": 50, "rpn_pre_nms_test": 50, "rpn_post_nms_test": 30, "detections_per_image": 20,
     "eval_batch": 8, "plot_images": 3, "threads": 1,
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_class_count_mismatch_in_the_json_is_rejected(tmp_path: Path) -> None:
     write_coco_split(
         root / "multi", "test", make_scenes(n=8, size=32, seed=1),
         category_ids=[1, 2, 3, 4], names=["red", "green", "blue", "pink"],
-    )  # fmt: skip
+    )
     with pytest.raises(DataError, match="instances_test.json has 4 categories"):
         run_detect(make_params(root), "random", DetectPaths.under(tmp_path, "random"), progress=False)
 

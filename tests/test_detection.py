@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,24 +23,24 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from conftest import Scenes, make_scenes, write_scenes
-from oacl.config import ConfigError, DetectConfig
+from oacl.config import ConfigError, DetectConfig, Params, parse_section
 from oacl.errors import CheckpointError, DataError
 from oacl.eval.detection import (
     DetectionSet,
     build_detector,
     check_same_categories,
     coco_ap,
+    detect_lr,
     detections_to_coco,
     finetune,
     hflip,
-    load_variant_backbone,
-    lr_at,
     predictions_sheet,
-    variant_backbone_path,
 )
+from oacl.eval.features import load_variant
 from oacl.io.checkpoint import export_backbone
-from oacl.models import MoCo
 from oacl.models.backbones import build_backbone
+from oacl.models.moco import MoCo
+from oacl.vocab import variant_backbone_path
 
 torch.set_num_threads(1)
 
@@ -49,7 +50,7 @@ TINY = DetectConfig(
     mask_head_layers=1, mask_head_channels=16, rois_per_image=32, rpn_pre_nms_train=100,
     rpn_post_nms_train=50, rpn_pre_nms_test=50, rpn_post_nms_test=30, detections_per_image=20,
     eval_batch=8, plot_images=4, threads=1,
-)  # fmt: skip
+)
 
 
 # ------------------------------------------------------------------------ fixtures
@@ -71,7 +72,7 @@ def coco_json(scenes: Scenes, *, category_ids: Sequence[int] | None = None, name
                 "id": len(anns) + 1, "image_id": i + 1, "category_id": cats[int(scenes.box_labels[k])],
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(scenes.object_masks[k].sum()),
                 "iscrowd": 0, "segmentation": rle,
-            })  # fmt: skip
+            })
     categories = [{"id": c, "name": n, "supercategory": "shape"} for c, n in zip(cats, names)]
     return {"images": images, "annotations": anns, "categories": categories}
 
@@ -118,7 +119,7 @@ def oracle_outputs(scenes: Scenes) -> list[dict[str, torch.Tensor]]:
             "labels": torch.from_numpy(scenes.box_labels[lo:hi] + 1),
             "scores": torch.linspace(0.9, 0.8, hi - lo),
             "masks": torch.from_numpy(np.stack(scenes.object_masks[lo:hi])).float()[:, None],
-        })  # fmt: skip
+        })
     return outs
 
 
@@ -304,11 +305,11 @@ def test_faster_rcnn_without_masks_and_resnet50_widths() -> None:
 
 def test_lr_warms_up_then_decays_to_zero() -> None:
     cfg = replace(TINY, steps=100, warmup_steps=10, lr=0.01)
-    assert lr_at(0, cfg) == pytest.approx(0.001)
-    assert lr_at(10, cfg) == pytest.approx(0.01)
-    assert lr_at(55, cfg) == pytest.approx(0.005)
-    assert lr_at(100, cfg) == pytest.approx(0.0, abs=1e-12)
-    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
+    assert detect_lr(0, cfg) == pytest.approx(0.001)
+    assert detect_lr(10, cfg) == pytest.approx(0.01)
+    assert detect_lr(55, cfg) == pytest.approx(0.005)
+    assert detect_lr(100, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert all(detect_lr(s, cfg) >= detect_lr(s + 1, cfg) for s in range(10, 99))
 
 
 # ------------------------------------------------------------------------ training
@@ -367,6 +368,13 @@ def test_variant_paths() -> None:
     assert variant_backbone_path("byol-bgmix", "m") == Path("m/retrain-byol-bgmix/backbone.pt")
     with pytest.raises(ValueError, match="simclr"):
         variant_backbone_path("simclr")
+
+
+def load_variant_backbone(variant: str, *, models_dir, arch: str, stem: str, seed: int):
+    """The detection stage's view of :func:`oacl.eval.features.load_variant`: (encoder, mean, std, source)."""
+    params = parse_section(Params, {"pretrain": {"arch": arch, "stem": stem}})
+    b = load_variant(variant, params, seed=seed, models_dir=models_dir)
+    return b.encoder, b.mean, b.std, b.source
 
 
 def test_random_backbone_follows_the_seed() -> None:

@@ -60,7 +60,7 @@ def test_contracam_store_is_byte_identical_across_runs_and_crf_workers(tmp_path:
     block = {"contracam": {"ablation": {"images": 8, "iters": [1, 2], "neg_batch": [4]}}}
     outs = {
         name: _run("contracam", tmp_path, name, data, {"contracam": {"multi": {"workers": w}}, **block},
-                   "--dataset", "multi", "--model", backbone)  # fmt: skip
+                   "--dataset", "multi", "--model", backbone)
         for name, w in (("a", 1), ("b", 1), ("two_workers", 2))
     }
     stores = {name: (out / "cam" / "multi.h5").read_bytes() for name, out in outs.items()}
@@ -108,7 +108,7 @@ def test_contracam_drift_across_intra_op_threads_is_bounded(tmp_path: Path, data
 
     from oacl.cam.contracam import run_contracam
     from oacl.config import ContraCAMConfig, parse_section
-    from oacl.data import EmbeddedSet
+    from oacl.data.datasets import EmbeddedSet
     from oacl.io.checkpoint import load_encoder_projector
 
     encoder, projector = load_encoder_projector(export_tiny_backbone(tmp_path / "backbone.pt"))

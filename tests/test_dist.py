@@ -22,10 +22,9 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from test_engine import VIEWS, Items
-
-    from oacl.models import MoCo
+    from oacl.models.moco import MoCo
     from oacl.train.engine import TrainSettings, train
+    from test_engine import VIEWS, Items
 
     info = odist.init_distributed("cpu")
     assert (info.rank, info.world_size) == (rank, world)

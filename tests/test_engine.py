@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from conftest import make_scenes
 from oacl.augment.views import AugmentSettings, two_view_pipeline
 from oacl.data.datasets import make_sample
-from oacl.models import BYOL, MoCo
-from oacl.train.engine import EpochRecord, TrainResult, TrainSettings, effective_lr, lr_at, train
+from oacl.models.byol import BYOL
+from oacl.models.moco import MoCo
+from oacl.schedules import lr_at
+from oacl.train.engine import EpochRecord, TrainResult, TrainSettings, train
 from oacl.train.monitor import KnnMonitor, KnnProbe, knn_predict, knn_top1
 
 
@@ -42,17 +44,6 @@ VIEWS = two_view_pipeline(AugmentSettings(size=32))
 SETTINGS = TrainSettings(epochs=2, batch_size=8, base_lr=0.3, seed=1)
 
 
-def test_lr_schedule() -> None:
-    assert effective_lr(0.03, 512) == pytest.approx(0.06)
-    assert lr_at(0, 10, 1.0) == pytest.approx(1.0)
-    assert lr_at(5, 10, 1.0) == pytest.approx(0.5)
-    assert lr_at(9, 10, 1.0) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(0.9 * torch.pi)).item()))
-    assert [lr_at(i, 10, 1.0, warmup_steps=4) for i in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert lr_at(4, 10, 1.0, warmup_steps=4) == pytest.approx(1.0)
-    with pytest.raises(ValueError):
-        lr_at(10, 10, 1.0)
-
-
 @pytest.mark.parametrize("kw", [{"epochs": 0}, {"batch_size": 1}, {"base_lr": 0.0}, {"warmup_epochs": 3}])
 def test_bad_settings(kw) -> None:
     with pytest.raises(ValueError, match="TrainSettings"):
@@ -64,7 +55,7 @@ def test_tiny_run_logs_and_checkpoints(tmp_path: Path) -> None:
     result = train(
         tiny_moco(), Items(), VIEWS, SETTINGS, checkpoint_path=tmp_path / "last.pt",
         on_epoch_end=lambda r, res: seen.append(r), progress=False,
-    )  # fmt: skip
+    )
     assert [r.epoch for r in seen] == [1, 2]
     assert result.steps_per_epoch == 2 and len(result.step_losses) == 4
     assert result.effective_lr == pytest.approx(0.3 * 8 / 256)
@@ -86,7 +77,7 @@ def test_resume_ends_with_the_same_weights(tmp_path: Path, make) -> None:
     full = train(make(), Items(), VIEWS, SETTINGS, checkpoint_path=tmp_path / "a.pt", resume_key="k", progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(make(), Items(), VIEWS, SETTINGS, checkpoint_path=tmp_path / "b.pt", resume_key="k",
-              on_epoch_end=_kill_after_first_epoch, progress=False)  # fmt: skip
+              on_epoch_end=_kill_after_first_epoch, progress=False)
     resumed = train(make(), Items(), VIEWS, SETTINGS, checkpoint_path=tmp_path / "b.pt", resume_key="k", progress=False)
     assert resumed.resumed_from_epoch == 1
     assert resumed.step_losses == full.step_losses

@@ -16,8 +16,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pytest
 import torch
@@ -26,9 +27,10 @@ import yaml
 from oacl.cli import run_stage
 from oacl.config import load_params
 from oacl.errors import CheckpointError
-from oacl.eval.features import BG_VARIANTS, load_variant
+from oacl.eval.features import load_variant
 from oacl.eval.linear import load_heads
 from oacl.eval.shift import ShiftPaths, run_shift
+from oacl.vocab import BG_VARIANTS
 from stagekit import SMOKE, deep_update
 
 torch.set_num_threads(1)
@@ -50,7 +52,7 @@ def write_params(path: Path, data_root: Path, **extra: Any) -> Path:
 def stage(name: str, model: str, params: Path, out: Path, models: Path) -> subprocess.CompletedProcess:
     """``PYTHONPATH=src python stages/<name>.py --model ...`` as dvc.yaml runs it."""
     cmd = [sys.executable, str(REPO / "stages" / f"{name}.py"), "--model", model, "--params", str(params),
-           "--out-dir", str(out), "--models-dir", str(models)]  # fmt: skip
+           "--out-dir", str(out), "--models-dir", str(models)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -65,7 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from oacl.config import BenchmarkConfig, parse_section
     from oacl.data.benchmark import generate_benchmark
     from oacl.io.checkpoint import export_backbone
-    from oacl.models import MoCo
+    from oacl.models.moco import MoCo
 
     root = tmp_path_factory.mktemp("evalstages")
     bench = deep_update(copy.deepcopy(SMOKE["data"]["benchmark"]), FAST["data"]["benchmark"])

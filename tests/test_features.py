@@ -12,26 +12,12 @@ import torch
 
 from conftest import make_scenes, write_scenes
 from oacl.config import Params, parse_section
+from oacl.data.source import SetSource, TensorSource, crop_box, holdout_split
 from oacl.errors import CheckpointError, DataError
-from oacl.eval.features import (
-    DEBIAS,
-    METHODS,
-    SetSource,
-    TensorSource,
-    assert_unchanged,
-    crop_box,
-    encode,
-    extract_features,
-    frozen,
-    holdout_split,
-    load_variant,
-    parse_variant,
-    state_digest,
-    variant_backbone_path,
-    variant_names,
-)
+from oacl.eval.features import assert_unchanged, encode, extract_features, frozen, load_variant, state_digest
 from oacl.io.checkpoint import export_backbone
-from oacl.models import MoCo
+from oacl.models.moco import MoCo
+from oacl.vocab import DEBIAS, METHODS, parse_variant, variant_backbone_path, variant_names
 
 torch.set_num_threads(1)
 

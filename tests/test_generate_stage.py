@@ -37,7 +37,7 @@ def _run(tmp: Path, params: dict) -> subprocess.CompletedProcess:
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(SCRIPT), "--params", str(tmp / "params.yaml"), "--out-data", str(tmp / "data"),
-           "--out-plots", str(tmp / "plots"), "--out-metrics", str(tmp / "metrics" / "generate.json")]  # fmt: skip
+           "--out-plots", str(tmp / "plots"), "--out-metrics", str(tmp / "metrics" / "generate.json")]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -91,7 +91,7 @@ def test_failure_midway_keeps_the_old_data(tmp_path, monkeypatch):
     monkeypatch.setattr(stage, "generate_benchmark", boom)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
     args = stage.parse_args(["--out-data", str(tmp_path / "data"), "--out-plots", str(tmp_path / "plots"),
-                             "--out-metrics", str(tmp_path / "m.json")])  # fmt: skip
+                             "--out-metrics", str(tmp_path / "m.json")])
     with pytest.raises(RuntimeError, match="killed"):
         stage.main(load_params(tmp_path / "params.yaml"), args)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["old.txt"]

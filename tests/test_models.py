@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from oacl.losses import info_nce
-from oacl.models import BYOL, METHODS, MoCo, build_backbone, feature_dim, mlp_head
-from oacl.models.backbones import layer4_stride
+from oacl.models.backbones import build_backbone, feature_dim, layer4_stride
+from oacl.models.byol import BYOL
 from oacl.models.ema import cosine_momentum, ema_update
+from oacl.models.heads import mlp_head
+from oacl.models.moco import MoCo
 
 
 def _layer4(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -49,8 +51,14 @@ def test_head_is_linear_bn_relu_linear() -> None:
     assert head(torch.randn(3, 8)).shape == (3, 4)
 
 
-def test_registry() -> None:
-    assert METHODS == {"moco": MoCo, "byol": BYOL}
+def test_registry_covers_the_vocabulary() -> None:
+    from oacl.config import PretrainConfig
+    from oacl.train.pretrain import METHOD_BUILDERS
+    from oacl.vocab import METHODS
+
+    assert tuple(METHOD_BUILDERS) == METHODS
+    cfg = PretrainConfig()
+    assert isinstance(METHOD_BUILDERS["moco"](cfg), MoCo) and isinstance(METHOD_BUILDERS["byol"](cfg), BYOL)
 
 
 def _moco(queue: int = 12, **kw) -> MoCo:

@@ -66,7 +66,7 @@ def test_gt_views_stay_inside_box_plus_margin(margin: float) -> None:
         out = per_item(_item(boxes))
         assert bool(out["boxed"])
         inside = []
-        for k, (top, left, h, w) in enumerate(allowed):
+        for top, left, h, w in allowed:
             ok = all(
                 left <= x0 and x1 <= left + w - 1 and top <= y0 and y1 <= top + h - 1
                 for x0, y0, x1, y1 in map(_source_range, out["views"])

@@ -84,6 +84,30 @@ def test_second_repro_is_a_no_op(project):
     assert dvc(project, "status").stdout.strip().endswith("Data and pipelines are up to date.")
 
 
+@pytest.mark.parametrize(
+    ("changed", "expected"),
+    [
+        ("src/oacl/report.py", {"report"}),
+        ("src/oacl/eval/linear.py", {"lineval@*", "shift@*"}),
+        ("src/oacl/augment/bgmix.py", {"retrain@*"}),
+        ("src/oacl/models/backbones.py", {"pretrain@*", "contracam@*", "retrain@*", "lineval@*", "shift@*", "detect@*"}),
+    ],
+)
+def test_a_code_change_reruns_exactly_the_stages_that_import_it(project, changed, expected):
+    """Deps are imports (tests/test_deps.py): DVC sees a library change in the stages that run it, and only there."""
+    path = project / changed
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# touched\n")
+        status = json.loads(dvc(project, "status", "--json").stdout)
+    finally:
+        path.write_text(original)
+    families = {name.split("@")[0] + ("@*" if "@" in name else "") for name in status}
+    assert families == expected, sorted(status)
+    if changed.endswith("bgmix.py"):
+        assert {n for n in status} == {f"retrain@{m}-{d}" for m in ("moco", "byol") for d in ("oacrop", "bgmix")}
+
+
 def test_metrics_show_is_readable(project):
     out = dvc(project, "metrics", "show").stdout
     assert "images" in out and "rates.single_train_bg_corr" in out
@@ -138,7 +162,7 @@ def test_pmix_experiment_reruns_only_the_bgmix_branch(project):
     assert ran == {
         "retrain@moco-bgmix", "retrain@byol-bgmix", "lineval@moco-bgmix", "lineval@byol-bgmix",
         "shift@moco-bgmix", "shift@byol-bgmix", "report",
-    }, ran  # fmt: skip
+    }, ran
     diff = json.loads(dvc(project, "metrics", "diff", "--json").stdout)
     changed = {path for path, keys in diff.items() if any(v.get("diff") not in (None, 0) for v in keys.values())}
     assert any("retrain-moco-bgmix" in p for p in changed), diff

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,7 @@ def data_root(tmp_path: Path) -> Path:
     for i, (rel, kind) in enumerate(
         [("multi/train.h5", "multi"), ("multi/crops_train.h5", "crops"), ("multi/crops_val.h5", "crops"),
          ("single/train.h5", "single"), ("single/val.h5", "single")]
-    ):  # fmt: skip
+    ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         write_scenes(root / rel, make_scenes(n=16, size=32, seed=i), kind=kind, name=rel)
     return root
@@ -58,7 +57,7 @@ def _run_stage(params: Path, out: Path, method: str = "moco") -> subprocess.Comp
     return subprocess.run(
         [sys.executable, str(REPO / "stages" / "pretrain.py"), "--method", method, "--params", str(params), "--out-dir", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
 
 
 def test_stage_writes_everything(tmp_path: Path, data_root: Path) -> None:

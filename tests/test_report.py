@@ -109,7 +109,7 @@ def test_stage_writes_report_summary_and_charts(tmp_path, metrics):
         [sys.executable, str(REPO / "stages" / "report.py"), "--params", str(params), "--metrics-dir", str(mdir),
          "--out", str(out), "--summary", str(mdir / "report.json"), "--plots", str(tmp_path / "plots")],
         capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+    )
     assert res.returncode == 0, res.stderr
     assert "## Claims" in out.read_text()
     summary = json.loads((mdir / "report.json").read_text())

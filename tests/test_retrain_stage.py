@@ -77,7 +77,7 @@ def _run_stage(tmp_path: Path, raw: dict, debias: str, cam: Path, out: Path) -> 
     params.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(REPO / "stages" / "retrain.py"), "--method", "moco", "--debias", debias,
-           "--params", str(params), "--out-dir", str(out), "--cam-dir", str(cam)]  # fmt: skip
+           "--params", str(params), "--out-dir", str(out), "--cam-dir", str(cam)]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 

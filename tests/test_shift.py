@@ -36,7 +36,7 @@ def test_bg_metrics_gap_arithmetic() -> None:
     assert out == {
         "bg/original/top1": 90.0, "bg/only_fg/top1": 70.25, "bg/mixed_same/top1": 80.0,
         "bg/mixed_rand/top1": 60.5, "bg/mixed_next/top1": 55.0, "bg_gap": 19.5,
-    }  # fmt: skip
+    }
     assert bg_metrics({"mixed_same": 40.0, "mixed_rand": 52.5})["bg_gap"] == -12.5  # a negative gap is kept
     assert "bg_gap" not in bg_metrics({"original": 90.0, "mixed_same": 80.0})  # needs both mixed variants
     assert bg_metrics({}) == {}
@@ -56,7 +56,7 @@ def test_shift_metrics_keys_and_family_means() -> None:
         "shift/fog/1/top1": 50.0, "shift/fog/3/top1": 70.0, "shift/fog/5/top1": 30.0, "shift/fog/mean/top1": 50.0,
         "shift/defocus_blur/2/top1": 10.0, "shift/defocus_blur/mean/top1": 10.0,
         "shift/sketch/top1": 20.0, "shift/rendition/top1": 33.0,
-    }  # fmt: skip
+    }
     assert shift_metrics({}) == {}
 
 
@@ -105,12 +105,12 @@ def test_split_details_sends_per_severity_and_per_pair_keys_to_details() -> None
         "bias/disk_vs_square/min_dist": 0.5, "bias/disk_vs_square/oneshot_error": 10.0,
         "bias/mean/min_dist": 0.5, "bias/mean/oneshot_error": 10.0,
         "trials": 3, "bg_test_images": 16, "shift_test_images": 8,
-    }  # fmt: skip
+    }
     metrics, details = split_details(everything)
     assert set(details) == {
         "shift/fog/3/top1", "shift/fog/3/top1_std", "shift/fog/5/top1",
         "bias/disk_vs_square/min_dist", "bias/disk_vs_square/oneshot_error",
-    }  # fmt: skip
+    }
     assert set(metrics) == set(everything) - set(details)
     assert {**metrics, **details} == everything  # nothing lost, values untouched
     assert "bias/mean/min_dist" in metrics and "shift/fog/mean/top1_std" in metrics and "bg_gap_std" in metrics

@@ -6,10 +6,11 @@ import argparse
 import gc
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from oacl.config import Params, load_params
 from oacl.errors import OACLError
+from oacl.vocab import variant_names
 
 log = logging.getLogger("oacl")
 
@@ -49,12 +50,10 @@ def run_stage(main: Callable[[Params], None], params_path: str = "params.yaml") 
 def model_stage_args(doc: str, argv: list[str] | None = None) -> argparse.Namespace:
     """Command line of an evaluation stage run once per model (``lineval``, ``shift``, ``detect``).
 
-    ``--model VARIANT`` (see :func:`oacl.eval.features.variant_names`), ``--params``,
+    ``--model VARIANT`` (see :func:`oacl.vocab.variant_names`), ``--params``,
     ``--models-dir`` (where ``pretrain-*`` / ``retrain-*`` backbones are) and ``--out-dir``.
     ``doc``: the stage's module docstring; its first line is the description.
     """
-    from oacl.eval.features import variant_names  # torch-heavy; only evaluation stages need it
-
     names = variant_names()
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--model", required=True, choices=names, metavar="VARIANT", help=", ".join(names))

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 import sys
+import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
 

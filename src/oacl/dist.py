@@ -10,9 +10,9 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -168,6 +168,6 @@ def launch_torchrun(nproc: int, script: str | Path, argv: Sequence[str]) -> int:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
         str(script), *argv,
-    ]  # fmt: skip
+    ]
     log.info("launching %d processes: %s", nproc, " ".join(cmd))
     return subprocess.call(cmd)

@@ -8,10 +8,13 @@
   OpenMP threads) slow steps several-fold. :func:`configure_threads` splits the cores this
   process may use among the local processes; :func:`worker_init` pins a DataLoader worker
   to one thread.
+- :func:`autocast_context`: bf16 autocast (fp16 on GPUs without bf16) for training and
+  feature extraction alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -19,7 +22,7 @@ import os
 
 import torch
 
-__all__ = ["tune_malloc", "usable_cores", "configure_threads", "worker_init", "resolve_device"]
+__all__ = ["tune_malloc", "usable_cores", "configure_threads", "worker_init", "resolve_device", "autocast_context"]
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +85,11 @@ def configure_threads(local_procs: int = 1, *, cores: int | None = None) -> int:
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenMP thread per worker (no oversubscription)."""
+    """DataLoader ``worker_init_fn``: one thread per worker, torch's and OpenCV's (no oversubscription)."""
+    import cv2  # imported here: most stages that import this module never start workers
+
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 def resolve_device(device: str, key: str = "device") -> torch.device:
@@ -95,3 +101,13 @@ def resolve_device(device: str, key: str = "device") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"params: {key!r} is 'cuda' but no CUDA device is available")
     return torch.device(device)
+
+
+def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``enabled`` (fp16 on GPUs without bf16), else a no-op."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

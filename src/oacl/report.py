@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from oacl.errors import DataError
+from oacl.io.atomic import save_png
+from oacl.vocab import BG_VARIANTS_TABLE, DEBIAS, METHODS, SETS
 
 __all__ = ["Claim", "load_metrics", "variants", "claims", "render", "summary", "write_charts"]
 
-METHODS = ("moco", "byol")
-DEBIAS_ORDER = ("oacrop", "oacrop_gt", "bgmix", "hardmix", "hardmix_gt", "mixup", "cutmix")
-BG_VARIANTS = ("original", "only_fg", "mixed_same", "mixed_rand", "mixed_next", "only_bg_b", "only_bg_t", "no_fg")
 MIOU_NOISE = 1.0  # points
 
 
@@ -69,7 +69,7 @@ def _variant_key(name: str) -> tuple[int, int, int]:
         return (0, 0, 0)
     method, _, debias = name.partition("-")
     m = METHODS.index(method) if method in METHODS else len(METHODS)
-    d = DEBIAS_ORDER.index(debias) + 1 if debias in DEBIAS_ORDER else (0 if not debias else len(DEBIAS_ORDER) + 1)
+    d = DEBIAS.index(debias) + 1 if debias in DEBIAS else (0 if not debias else len(DEBIAS) + 1)
     return (1, m, d)
 
 
@@ -115,7 +115,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 def localization_section(m: Mapping[str, Any]) -> str:
     parts = ["## Localization (paper Tables 1, 9, 10)"]
-    sets = [s for s in ("multi", "single") if f"contracam-{s}" in m]
+    sets = [s for s in SETS if f"contracam-{s}" in m]
     if not sets:
         return parts[0] + "\n\n_No ContraCAM metrics (stages contracam@multi / contracam@single have not run)._"
     rows = []
@@ -126,14 +126,14 @@ def localization_section(m: Mapping[str, Any]) -> str:
             _num(pick(c, "mask_miou_pct/gaussian")), _num(pick(c, "mask_miou_pct/ones")),
             _num(pick(c, "max_box_acc_v2_pct/cam/mean")), _num(pick(c, "max_box_acc_v2_pct/gaussian/mean")),
             _num(pick(c, "boxes_per_image/cam"), 2), _num(pick(c, "boxes_per_image/gt"), 2),
-        ])  # fmt: skip
+        ])
     parts.append(
         "Mask mIoU and MaxBoxAccV2 (%) of ContraCAM on each training split, next to image-blind baselines "
         "(a centred Gaussian with its best σ, and the all-ones map).\n\n"
         + _table(
             ["set", "mIoU CRF", "mIoU soft CAM", "mIoU Gaussian", "mIoU ones", "MaxBoxAccV2 CAM",
              "MaxBoxAccV2 Gaussian", "boxes / image", "GT boxes / image"], rows,
-        )  # fmt: skip
+        )
     )
     for s in sets:
         a = m.get(f"contracam-{s}-ablation")
@@ -167,7 +167,7 @@ def lineval_section(m: Mapping[str, Any]) -> str:
             f"`{v}`",
             _num(pick(cur, "crops/top1")) + _delta(pick(cur, "crops/top1"), pick(base, "crops/top1")),
             _num(pick(cur, "original/top1")) + _delta(pick(cur, "original/top1"), pick(base, "original/top1")),
-        ])  # fmt: skip
+        ])
     return (
         head + "\n\nTop-1 accuracy (%) of a linear probe on frozen features; in brackets the change against "
         "the vanilla twin.\n\n" + _table(["model", "object crops", "ORIGINAL"], rows)
@@ -212,7 +212,7 @@ def background_section(m: Mapping[str, Any]) -> str:
     head = "## Background Challenge (paper Table 7)"
     if not names:
         return head + "\n\n_No shift metrics._"
-    cols = [b for b in BG_VARIANTS if any(_bg(m[f"shift-{v}"], b)[0] is not None for v in names)]
+    cols = [b for b in BG_VARIANTS_TABLE if any(_bg(m[f"shift-{v}"], b)[0] is not None for v in names)]
     rows = []
     for v in names:
         s = m[f"shift-{v}"]
@@ -267,7 +267,7 @@ def training_section(m: Mapping[str, Any]) -> str:
         rows.append([
             f"`{k}`", str(d.get("epochs", "–")), str(d.get("steps", "–")), _num(d.get("first_epoch_loss"), 3),
             _num(d.get("final_loss"), 3), _num(d.get("images_per_s"), 0), _num(d.get("train_seconds"), 0),
-        ])  # fmt: skip
+        ])
     return "## Training\n\n" + _table(["stage", "epochs", "steps", "first-epoch loss", "final loss", "img/s", "seconds"], rows)
 
 
@@ -326,14 +326,14 @@ def _compare(text: str, cur: Any, base: Any, ctrl: Any, *, higher: bool, noise: 
 def claims(m: Mapping[str, Any]) -> list[Claim]:
     """The paper's qualitative claims checked on this run (see the module docstring for the rule)."""
     out: list[Claim] = []
-    for s in ("multi", "single"):
+    for s in SETS:
         a = m.get(f"contracam-{s}-ablation") or {}
         if a.get("without_nsr"):
             out.append(_compare(
                 f"Negative-signal removal improves mask mIoU ({s})",
                 pick(a, "base/refined_miou_pct"), pick(a, "without_nsr/refined_miou_pct"), None,
                 higher=True, noise=MIOU_NOISE, what="mIoU with vs without NSR",
-            ))  # fmt: skip
+            ))
     a = m.get("contracam-multi-ablation") or {}
     iters = a.get("iters") or {}
     best_late = max((r["refined_miou_pct"] for t, r in iters.items() if 5 <= int(t) <= 10), default=None)
@@ -341,15 +341,15 @@ def claims(m: Mapping[str, Any]) -> list[Claim]:
         "More ContraCAM iterations improve mIoU up to T ≈ 5–10 (multi)",
         best_late, pick(iters, "1/refined_miou_pct"), None, higher=True, noise=MIOU_NOISE,
         what="best mIoU at T in 5..10 vs T = 1",
-    ))  # fmt: skip
-    for s in ("multi", "single"):
+    ))
+    for s in SETS:
         c = m.get(f"contracam-{s}")
         if c is not None:
             out.append(_compare(
                 f"ContraCAM localizes better than an image-blind centred Gaussian ({s})",
                 pick(c, "mask_miou_pct/refined"), pick(c, "mask_miou_pct/gaussian"), None,
                 higher=True, noise=MIOU_NOISE, what="mask mIoU",
-            ))  # fmt: skip
+            ))
     ctrl_lin = m.get("lineval-random")
     ctrl_shift = m.get("shift-random")
     ctrl_det = m.get("detect-random")
@@ -362,7 +362,7 @@ def claims(m: Mapping[str, Any]) -> list[Claim]:
                 pick(ctrl_lin, "crops/top1"), higher=True,
                 noise=accuracy_noise(p1 or 0, _n(pick(cur, "crops")), p0 or 0, _n(pick(base, "crops"))),
                 what="crops top-1",
-            ))  # fmt: skip
+            ))
         cur, base = m.get(f"shift-{method}-bgmix"), m.get(f"shift-{method}")
         if cur is not None and base is not None:
             (g1, s1), (g0, s0) = _gap(cur), _gap(base)
@@ -372,27 +372,27 @@ def claims(m: Mapping[str, Any]) -> list[Claim]:
             out.append(_compare(
                 f"BG-Mixup lowers the BG-Gap ({method})", g1, g0, _gap(ctrl_shift)[0] if ctrl_shift else None,
                 higher=False, noise=noise, what="BG-Gap",
-            ))  # fmt: skip
+            ))
             (r1, rs1), (r0, rs0) = _bg(cur, "mixed_rand"), _bg(base, "mixed_rand")
             out.append(_compare(
                 f"BG-Mixup raises MIXED-RAND accuracy ({method})", r1, r0,
                 _bg(ctrl_shift, "mixed_rand")[0] if ctrl_shift else None, higher=True,
                 noise=accuracy_noise(r1 or 0, n1, r0 or 0, n0, max(rs1 or 0, rs0 or 0)), what="MIXED-RAND top-1",
-            ))  # fmt: skip
+            ))
             c1, c0 = _corruption_mean(cur), _corruption_mean(base)
             out.append(_compare(
                 f"BG-Mixup improves accuracy under corruptions ({method})", c1, c0,
                 _corruption_mean(ctrl_shift) if ctrl_shift else None, higher=True,
                 noise=accuracy_noise(c1 or 0, _n(cur, keys=("shift_test_images",)), c0 or 0, _n(base, keys=("shift_test_images",))),
                 what="mean corruption top-1",
-            ))  # fmt: skip
+            ))
         cur, base = m.get(f"detect-{method}-oacrop"), m.get(f"detect-{method}")
         if cur is not None and base is not None:
             a1, a0 = pick(cur, "bbox/ap50"), pick(base, "bbox/ap50")
             claim = _compare(
                 f"OA-Crop does not hurt detection AP50 ({method})", a1, a0, pick(ctrl_det, "bbox/ap50"),
                 higher=True, noise=2.0, what="bbox AP50",
-            )  # fmt: skip
+            )
             if a1 is not None and a0 is not None and claim.verdict == "does not hold" and a1 - a0 >= -2.0:
                 claim = Claim(claim.text, claim.measured, "holds", "within 2 AP points")
             out.append(claim)
@@ -446,23 +446,19 @@ def summary(m: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_charts(m: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     """Bar charts (PNG, offline-viewable) of linear evaluation and the Background Challenge."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from oacl.io.atomic import atomic_path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     charts = {
         "lineval.png": (variants(m, "lineval"), "lineval", ["crops/top1", "original/top1"], "linear evaluation top-1 (%)"),
-        "background.png": (variants(m, "shift"), "shift", [f"bg/{b}" for b in BG_VARIANTS], "Background Challenge top-1 (%)"),
+        "background.png": (variants(m, "shift"), "shift", [f"bg/{b}" for b in BG_VARIANTS_TABLE], "Background Challenge top-1 (%)"),
     }
     for fname, (names, prefix, keys, title) in charts.items():
         if not names:
             continue
         fig = Figure(figsize=(max(6, 1.2 * len(names) * len(keys) / 2), 3.5), dpi=110)
-        FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         width = 0.8 / len(names)
         for i, v in enumerate(names):
@@ -477,7 +473,6 @@ def write_charts(m: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
-        with atomic_path(out_dir / fname) as tmp:
-            fig.savefig(tmp, format="png")
+        save_png(fig, out_dir / fname)
         written.append(out_dir / fname)
     return written

@@ -26,6 +26,12 @@ Two halves, like :mod:`oacl.augment.views`:
   blends with :func:`background_mixup` where a Bernoulli(pmix) draw says so, then runs the
   photometric half and normalisation. All vectorised over the batch.
 
+Real images come in any size, the CAM store's masks in one (the backbone's input side): the
+item's ``cam_mask`` is laid onto its image with :func:`oacl.io.geometry.mask_to_image` (the
+store's ``mask_geometry``, ``item["cam_geometry"]``, ``resize-full`` when absent) and the
+background rectangle, found on the stored mask (so the bulk cache works at the stored size), is
+mapped onto the image with :func:`~oacl.io.geometry.rect_to_image`, rounded inwards.
+
 Fallbacks: an image whose binarised mask leaves no background (all foreground) has an empty
 rectangle and cannot donate; a patch mixes only when some other image of the batch can donate,
 else it stays unmixed. The realised fraction of mixed patches is reported as ``mix_rate``.
@@ -39,7 +45,8 @@ Both are tested against brute force.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +56,7 @@ from torchvision import tv_tensors
 from oacl.augment.mixing import donor_permutation, photometric_views
 from oacl.augment.views import AugmentSettings, TwoCrops
 from oacl.errors import DataError
+from oacl.io.geometry import RESIZE_FULL, mask_to_image, rect_to_image
 
 __all__ = [
     "MASK_SOURCES",
@@ -201,7 +209,9 @@ class BackgroundTiles:
 
     Keys are whatever identifies an image uniquely — :class:`BgMixItem` uses ``(item["set"],
     item["id"])`` since ids are unique only within one set. threshold: the binarisation of soft
-    masks (uint8 × 255) — foreground where soft / 255 ≥ it.
+    masks (uint8 × 255) — foreground where soft / 255 ≥ it. Rectangles are in the pixels of the
+    masks they were found on (a CAM store's size for ContraCAM masks; :class:`BgMixItem` maps
+    them onto the image).
     """
 
     def __init__(self, threshold: float) -> None:
@@ -253,7 +263,8 @@ class BgMixItem:
         bg      uint8 (3, S, S) the item's background rectangle tiled to S × S (zeros if none)
         has_bg  bool 0-d tensor, whether the item has a background rectangle
 
-    source: ``cam`` (``item["cam_mask"]``, soft) or ``gt`` (``item["mask"]``, binary).
+    source: ``cam`` (``item["cam_mask"]``, soft, at the CAM store's size: laid onto the image
+    by :func:`oacl.io.geometry.mask_to_image`) or ``gt`` (``item["mask"]``, binary, the image's size).
     """
 
     def __init__(self, cfg: AugmentSettings, tiles: BackgroundTiles, source: str = "cam") -> None:
@@ -266,13 +277,18 @@ class BgMixItem:
 
     def __call__(self, item: Mapping[str, Any]) -> dict[str, Any]:
         image = item["image"]
-        soft = item_soft_mask(item, self.source)
-        if tuple(soft.shape) != tuple(image.shape[-2:]):
-            raise DataError(f"mask of {item['id']!r} is {tuple(soft.shape)}, its image {tuple(image.shape[-2:])}")
+        soft = item_soft_mask(item, self.source)  # (h, w) uint8 x 255, the stored size
+        if soft.dim() != 2:
+            raise DataError(f"mask of {item['id']!r} must be (H, W), got shape {tuple(soft.shape)}")
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        rect = self.tiles.rect((item.get("set", ""), str(item["id"])), soft)  # on the stored mask
+        if tuple(soft.shape) != size:  # a real image: lay the stored mask and its rectangle onto it
+            geometry = str(item.get("cam_geometry", RESIZE_FULL))
+            rect = rect_to_image(rect, tuple(soft.shape), size, geometry)
+            soft = torch.from_numpy(mask_to_image(soft.numpy(), size, "soft", geometry))
         plain = image.as_subclass(Tensor)
         rgbm = tv_tensors.Image(torch.cat([plain, soft.to(plain.dtype).unsqueeze(0)]))  # see the module docstring
         a, b = self.geometric(rgbm).as_subclass(Tensor), self.geometric(rgbm).as_subclass(Tensor)
-        rect = self.tiles.rect((item.get("set", ""), str(item["id"])), soft)
         bg, ok = background_tile(plain, rect, self.size)
         return {
             "views": (a[:3], b[:3]),

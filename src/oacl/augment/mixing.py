@@ -22,12 +22,14 @@ so nobody is their own donor), restricted to the images that can donate.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from oacl.augment.views import AugmentSettings, apply_photometric, normalize, sample_photometric
+from oacl.augment.views import AugmentSettings, apply_photometric, sample_photometric
+from oacl.imaging import normalize
 
 __all__ = [
     "MIX_KINDS",

@@ -7,7 +7,9 @@ the same box and never pair two different objects). An image without boxes uses 
 Boxes come from ``source``:
 
 - ``cam`` — ``item["cam_boxes"]``: the ContraCAM boxes of the CAM store, normalized x1, y1, x2, y2
-  with their margin already applied (attached per image id by :mod:`oacl.train.retrain`);
+  with their margin already applied (attached per image id by :mod:`oacl.train.retrain`), laid
+  onto the item's image, whatever its size, by :func:`oacl.io.geometry.boxes_to_image` (the
+  store's ``mask_geometry``, ``item["cam_geometry"]``);
 - ``gt`` — ``item["boxes"]``: the ground-truth pixel boxes, grown by ``margin`` × the box's width
   (left and right) and height (top and bottom), 20 % in the paper.
 
@@ -22,7 +24,8 @@ usual photometric half that also reports ``box_rate`` (fraction of images croppe
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,6 +34,7 @@ from torchvision.transforms.v2 import functional as TF
 from oacl.augment.mixing import photometric_views
 from oacl.augment.views import AugmentSettings, TwoCrops
 from oacl.errors import DataError
+from oacl.io.geometry import RESIZE_FULL, boxes_to_image
 
 __all__ = [
     "BOX_SOURCES",
@@ -70,16 +74,17 @@ def crop_window(box: Sequence[float] | Tensor, height: int, width: int) -> tuple
 def item_boxes(item: Mapping[str, Any], source: str, margin: float = 0.0) -> Tensor:
     """The item's candidate boxes as (K, 4) float pixel x0, y0, x1, y1 (K may be 0).
 
-    ``cam``: ``item["cam_boxes"]`` normalized → pixels of the item's image (``margin`` must be 0:
-    the store's boxes carry theirs). ``gt``: ``item["boxes"]`` grown by ``margin``.
+    ``cam``: ``item["cam_boxes"]`` normalized → pixels of the item's image by
+    :func:`oacl.io.geometry.boxes_to_image` (``margin`` must be 0: the store's boxes carry
+    theirs). ``gt``: ``item["boxes"]`` grown by ``margin``.
     """
     h, w = item["image"].shape[-2:]
     if source == "cam":
         boxes = item.get("cam_boxes")
         if boxes is None:
             raise DataError(f"item {item.get('id')!r} has no ContraCAM boxes (no 'cam_boxes'; is the CAM store attached?)")
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-        return torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * scale
+        geometry = str(item.get("cam_geometry", RESIZE_FULL))
+        return torch.from_numpy(boxes_to_image(torch.as_tensor(boxes).numpy(), (int(h), int(w)), geometry))
     if source == "gt":
         return expand_boxes(torch.as_tensor(item["boxes"]).as_subclass(Tensor), margin)
     raise ValueError(f"source must be one of {BOX_SOURCES}, got {source!r}")

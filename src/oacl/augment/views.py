@@ -23,15 +23,17 @@ box before :class:`TwoCrops`, a ``per_batch`` that mixes backgrounds before
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
 
-from oacl.cam.contracam import IMAGENET_MEAN, IMAGENET_STD
+from oacl.imaging import normalize
+from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "AugmentSettings",
@@ -48,7 +50,6 @@ __all__ = [
     "adjust_hue",
     "to_grayscale",
     "gaussian_blur",
-    "normalize",
     "two_view_pipeline",
 ]
 
@@ -234,15 +235,6 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     y = F.conv2d(y, kern.view(n * c, 1, 1, kernel_size), groups=n * c)  # along W
     y = F.conv2d(y, kern.view(n * c, 1, kernel_size, 1), groups=n * c)  # along H
     return y.view(n, c, h, w)
-
-
-def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """(x − mean) / std per channel; x (B, 3, H, W) uint8 (scaled by 1/255 first) or float in [0, 1]."""
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
 
 
 # ----------------------------------------------------------------------- per batch

@@ -38,8 +38,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -47,13 +48,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from oacl.errors import DataError
+from oacl.imaging import normalize
+from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "CamModel",
     "CamResult",
     "ContraCAMSettings",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "cam_from_gradients",
     "classifier_cam",
     "contracam",
@@ -70,8 +71,6 @@ log = logging.getLogger(__name__)
 
 NORMALIZE_EPS = 1e-20
 EXPAND_CHOICES = (1, 2, 4)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _STEM = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
 
 
@@ -553,8 +552,6 @@ def run_contracam(
     if device is None:
         device = next(encoder.parameters()).device
     device = torch.device(device)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(n, generator=gen).numpy()
 
@@ -587,7 +584,7 @@ def run_contracam(
             soft = np.zeros((n, hh, ww), np.uint8)
         elif batch_u8.shape[2:] != rgb.shape[1:3]:
             raise DataError(f"all images must share one size: {tuple(batch_u8.shape[2:])} vs {rgb.shape[1:3]}")
-        x = (batch_u8.to(device, torch.float32) / 255.0 - mean_t) / std_t
+        x = normalize(batch_u8.to(device), mean, std)
         mask = contracam_prepared(
             model,
             x,

@@ -29,9 +29,10 @@ import copy
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,14 +41,14 @@ from torch import nn
 from oacl.cam.contracam import CamModel, CamResult, contracam_prepared, prepare_cam_model, run_contracam
 from oacl.cam.postprocess import PostprocessOptions, count_boxes, refine_batch
 from oacl.config import ContraCAMAblationConfig, ContraCAMConfig, Params
-from oacl.errors import CheckpointError, ConfigError, DataError
-from oacl.eval.localization import exclusive_to_inclusive, localization_baselines, mask_ious, max_box_acc_v2
+from oacl.data.source import train_set
+from oacl.errors import CheckpointError, DataError
 from oacl.io.atomic import atomic_dir, write_json
+from oacl.localization import exclusive_to_inclusive, localization_baselines, mask_ious, max_box_acc_v2
 from oacl.perf import resolve_device
+from oacl.vocab import CAM_METHOD, IMAGENET_MEAN, IMAGENET_STD, SETS
 
 __all__ = [
-    "CAM_METHOD",
-    "DATASETS",
     "CamPaths",
     "GroundTruth",
     "ablation_metrics",
@@ -63,8 +64,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CAM_METHOD = "moco"  # the paper computes the CAMs of every method with the vanilla MoCo model
-DATASETS = ("multi", "single")
 SHEET_IMAGES = 16
 
 
@@ -78,7 +77,7 @@ class CamPaths:
     plots_dir: Path
 
     @classmethod
-    def under(cls, root: str | Path, dataset: str) -> "CamPaths":
+    def under(cls, root: str | Path, dataset: str) -> CamPaths:
         """The standard layout under ``root`` (``artifacts`` in the pipeline)."""
         root = Path(root)
         return cls(
@@ -107,8 +106,8 @@ class GroundTruth:
 
 def dataset_config(params: Params, dataset: str) -> ContraCAMConfig:
     """The ``contracam.<dataset>`` block."""
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    if dataset not in SETS:
+        raise ValueError(f"dataset must be one of {SETS}, got {dataset!r}")
     return getattr(params.contracam, dataset)
 
 
@@ -124,35 +123,13 @@ def file_sha256(path: str | Path) -> str:
 
 
 def open_cam_set(params: Params, dataset: str, image_size: int) -> Any:
-    """The TRAINING split of ``dataset`` as a dataset of the project's item dicts.
+    """The TRAINING split of ``dataset`` as ContraCAM reads it (:func:`oacl.data.source.train_set`).
 
-    Embedded benchmark: ``<data.root>/<dataset>/train.h5``, images as stored. Real data: the
-    COCO train split (multi) or the Background Challenge / image-folder ORIGINAL train split
-    (single), resized (image, boxes, mask together) to ``image_size`` x ``image_size`` — the
-    side the backbone was trained on — because ContraCAM batches need one size.
+    Embedded images are used as stored. Real images are resized (image, boxes, mask together) to
+    ``image_size`` x ``image_size`` — the side the backbone was trained on — because ContraCAM
+    batches need one size.
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-    if params.data.source == "embedded":
-        from oacl.data.datasets import EmbeddedSet
-
-        ds = EmbeddedSet(Path(params.data.root) / dataset / "train.h5")
-        if ds.kind != dataset:
-            raise DataError(f"{ds.set.path} holds a {ds.kind!r} set, expected {dataset!r}")
-        return ds
-    from torchvision.transforms import v2
-
-    from oacl.data.datasets import build_dataset
-
-    if image_size < 1:
-        raise CheckpointError(f"the backbone records no training image size ({image_size!r}); real images need one to be resized to")
-    resize = v2.Resize((image_size, image_size), antialias=True)
-    real = params.data.real
-    if dataset == "multi":
-        return build_dataset("coco", annotation_json=real.multi_train_json, image_dir=real.multi_images, transform=resize)
-    if real.single_format == "bgchallenge":
-        return build_dataset("bgchallenge", root=real.single_root, variant="original", split="train", transform=resize)
-    return build_dataset("imagefolder", root=real.single_root, masks_root=real.single_masks or None, transform=resize)
+    return train_set(params.data, dataset, side=image_size)
 
 
 def _item_truth(item: Any) -> tuple[np.ndarray | None, np.ndarray, tuple[int, int]]:
@@ -259,7 +236,7 @@ def localization_metrics(result: CamResult, gt: GroundTruth) -> dict[str, Any]:
 
         def levels(acc: dict[Any, float]) -> dict[str, float]:
             return {"iou30": round(acc[30], 2), "iou50": round(acc[50], 2), "iou70": round(acc[70], 2),
-                    "mean": round(acc["mean"], 2)}  # fmt: skip
+                    "mean": round(acc["mean"], 2)}
 
         out["max_box_acc_v2_pct"] = {
             "cam": levels(cam_acc),
@@ -329,7 +306,7 @@ def soft_masks(
         _, steps = contracam_prepared(
             model, x, iters=t_max, remove_negative_signal=remove_negative_signal,
             neg_batch=neg_batch or None, generator=gen, return_steps=True,
-        )  # fmt: skip
+        )
         running = torch.cummax(steps[:, :, 0], dim=0).values  # (T, b, H, W): united mask after t + 1 steps
         for t in iters:
             out[t][dest] = (running[t - 1] * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
@@ -380,20 +357,20 @@ def ablation_metrics(
 
     sweep = sorted(set(ablation.iters) | {cfg.iters})
     by_t = soft_masks(model, images, iters=sweep, batch_size=cfg.batch_size,
-                      remove_negative_signal=cfg.remove_negative_signal, neg_batch=cfg.neg_batch, **common)  # fmt: skip
+                      remove_negative_signal=cfg.remove_negative_signal, neg_batch=cfg.neg_batch, **common)
     base = score(by_t[cfg.iters])
     out: dict[str, Any] = {"images": n_sub, "base": base}
     if ablation.iters:
         out["iters"] = {str(t): base if t == cfg.iters else score(by_t[t]) for t in sorted(set(ablation.iters))}
     if ablation.without_nsr:
         soft = soft_masks(model, images, iters=[cfg.iters], batch_size=cfg.batch_size, remove_negative_signal=False,
-                          neg_batch=cfg.neg_batch, **common)[cfg.iters]  # fmt: skip
+                          neg_batch=cfg.neg_batch, **common)[cfg.iters]
         out["without_nsr"] = score(soft)
     if ablation.neg_batch:
         out["neg_batch"] = {}
         for size in sorted(set(ablation.neg_batch)):
             soft = soft_masks(model, images, iters=[cfg.iters], batch_size=max(cfg.batch_size, size),
-                              remove_negative_signal=cfg.remove_negative_signal, neg_batch=size, **common)[cfg.iters]  # fmt: skip
+                              remove_negative_signal=cfg.remove_negative_signal, neg_batch=size, **common)[cfg.iters]
             out["neg_batch"][str(size)] = score(soft)
     base_maps = localization_baselines(gt.masks)
     out["baseline_miou_pct"] = {
@@ -412,6 +389,7 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
     from oacl.cam.sheets import write_boxes_histogram, write_cam_sheet
     from oacl.io.camstore import CamStore, write_cam_store
     from oacl.io.checkpoint import load_encoder_projector, read_backbone
+    from oacl.io.geometry import RESIZE_FULL
 
     cfg = dataset_config(params, dataset)
     device = resolve_device(cfg.device, f"contracam.{dataset}.device")
@@ -424,8 +402,8 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
     info = read_backbone(model_path, method=CAM_METHOD)
     encoder, projector = load_encoder_projector(model_path, method=CAM_METHOD)
     sha = file_sha256(model_path)
-    mean = tuple(info.get("mean") or (0.485, 0.456, 0.406))
-    std = tuple(info.get("std") or (0.229, 0.224, 0.225))
+    mean = tuple(info.get("mean") or IMAGENET_MEAN)
+    std = tuple(info.get("std") or IMAGENET_STD)
     trained_size = int(info.get("image_size") or 0)
     data = open_cam_set(params, dataset, trained_size)
     if len(data) == 0:
@@ -435,7 +413,7 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
         "contracam@%s: %d images, backbone %s (%s/%s, sha256 %s...), T=%d, expand x%d, NSR %s, CRF %s, %s",
         dataset, len(data), model_path, info["arch"], info["stem"], sha[:12], cfg.iters, cfg.expand_res,
         cfg.remove_negative_signal, cfg.crf, device,
-    )  # fmt: skip
+    )
 
     recorder = _RecordingSet(data)
     result = run_contracam(encoder, projector, recorder, cfg, mean=mean, std=std, device=device, progress=True)
@@ -456,6 +434,7 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
         iters=cfg.iters,
         expand_res=cfg.expand_res,
         crf=cfg.crf,
+        mask_geometry=RESIZE_FULL,  # open_cam_set resizes each real image whole to size (embedded: as stored)
     )
     CamStore(paths.store, expected_ids=data.ids).close()  # what the retraining stages will check
 
@@ -472,11 +451,11 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
         write_cam_sheet(
             tmp / "sheet.png", rgb, result.masks[:k], result.masks_refined[:k], result.boxes[:k],
             gt_boxes=gt.boxes[:k], title=f"ContraCAM on {dataset}/train (T={cfg.iters}, x{cfg.expand_res}, CRF {cfg.crf})",
-        )  # fmt: skip
+        )
         write_boxes_histogram(
             tmp / "boxes_per_image.png", count_boxes(result.boxes), np.asarray([len(b) for b in gt.boxes]),
             title=f"Boxes per image, {dataset}/train",
-        )  # fmt: skip
+        )
     t_end = time.perf_counter()
     metrics["seconds"] = {
         "cam": round(result.seconds_cam, 2),
@@ -490,5 +469,5 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
         dataset, metrics.get("mask_miou_pct", {}).get("refined"), metrics.get("mask_miou_pct", {}).get("soft_cam"),
         metrics.get("max_box_acc_v2_pct", {}).get("cam", {}).get("mean"), t_plots - t_metrics,
         ablation.get("seconds", 0), t_end - t_plots,
-    )  # fmt: skip
+    )
     return metrics

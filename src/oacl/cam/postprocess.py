@@ -26,8 +26,9 @@ import atexit
 import math
 import multiprocessing as mp
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -76,7 +77,7 @@ class PostprocessOptions:
     min_box_area: float = 0.01
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "PostprocessOptions":
+    def from_config(cls, cfg: Any) -> PostprocessOptions:
         """The post-processing settings of a ``contracam`` params block (any object with its fields)."""
         return cls(
             crf=cfg.crf,

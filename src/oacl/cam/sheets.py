@@ -10,17 +10,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from oacl.io.atomic import atomic_path
+from oacl.io.atomic import save_png
 
-__all__ = ["boxes_histogram", "cam_sheet", "save_png", "write_boxes_histogram", "write_cam_sheet"]
+__all__ = ["boxes_histogram", "cam_sheet", "write_boxes_histogram", "write_cam_sheet"]
 
 _GT = "#3cb44b"
 _CAM = "#e6194b"
@@ -123,13 +122,6 @@ def boxes_histogram(cam_counts: Sequence[int], gt_counts: Sequence[int] | None =
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def save_png(fig: Figure, path: str | Path) -> None:
-    """Save ``fig`` as a PNG atomically (rendered by Agg: no display needed)."""
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
 
 
 def write_cam_sheet(path: str | Path, *args, **kwargs) -> None:

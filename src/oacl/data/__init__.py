@@ -1,30 +1,7 @@
-"""Data: the embedded benchmark generator, datasets (embedded set files, COCO, ImageFolder,
-Background Challenge) that all yield one item format, and joint image/box/mask transforms."""
+"""Data: the embedded benchmark generator (:mod:`~oacl.data.benchmark`), datasets that all yield
+one item format (:mod:`~oacl.data.datasets`: embedded set files, COCO, ImageFolder, Background
+Challenge) and where each split lives (:mod:`~oacl.data.source`).
 
-from oacl.data.datasets import (
-    BG_VARIANTS,
-    DATASETS,
-    BackgroundChallengeSet,
-    CocoSet,
-    EmbeddedSet,
-    ImageFolderSet,
-    Sample,
-    SampleDataset,
-    build_dataset,
-    collate_samples,
-    make_sample,
-)
-
-__all__ = [
-    "BG_VARIANTS",
-    "DATASETS",
-    "BackgroundChallengeSet",
-    "CocoSet",
-    "EmbeddedSet",
-    "ImageFolderSet",
-    "Sample",
-    "SampleDataset",
-    "build_dataset",
-    "collate_samples",
-    "make_sample",
-]
+Nothing is imported here: a stage that imports one module of this package must not depend on
+the others (``dvc.yaml`` lists exactly the files each stage imports).
+"""

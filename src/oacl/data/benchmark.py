@@ -57,9 +57,9 @@ texture type of another (random) class, on a background of a uniformly random fa
 ``rendition``: the scene re-coloured through a random three-colour gradient map, posterised,
 with a thick dark outline (another palette, same structure), background family uniform.
 
-Every set file follows ``SCHEMA`` (see ``oacl.io.sets`` for the reader): written with h5py
-directly, gzip-compressed images and masks in chunks of 16 images, no timestamps, so the same
-seed and params give byte-identical files. Randomness: one ``numpy.random.Generator`` per set,
+Every set file follows ``SCHEMA`` and is written by :func:`oacl.io.sets.write_set` (the format's
+one writer and reader): gzip-compressed images and masks in chunks of 16 images, no timestamps,
+so the same seed and params give byte-identical files. Randomness: one ``numpy.random.Generator`` per set,
 seeded by ``(seed, crc32(set name))``; sets do not depend on each other's sizes.
 """
 
@@ -74,26 +74,26 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import cv2
-import h5py
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from oacl.config import BenchmarkConfig
+from oacl.data.boxes import mask_boxes
 from oacl.data.corruptions import CORRUPTIONS, corrupt
 from oacl.data.shapes import CLASSES, boundary, class_names, render_objects
 from oacl.data.textures import BACKGROUNDS, hsv_to_rgb, luminance, render_backgrounds
 from oacl.errors import ConfigError
 from oacl.io.atomic import atomic_path, write_json, write_text
+from oacl.io.sets import SCHEMA, write_set
+from oacl.vocab import BG_VARIANTS
 
 __all__ = [
     "SCHEMA",
-    "VARIANTS",
     "STYLES",
     "SetData",
     "validate_config",
     "class_groups",
     "sample_families",
-    "mask_boxes",
     "render_single",
     "render_multi",
     "background_challenge",
@@ -105,20 +105,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "oacl.set/1"
-VARIANTS: tuple[str, ...] = (
-    "original",
-    "only_fg",
-    "only_bg_b",
-    "only_bg_t",
-    "no_fg",
-    "mixed_same",
-    "mixed_rand",
-    "mixed_next",
-)
 STYLES: tuple[str, ...] = ("sketch", "stylized", "rendition")
 _CHUNK = 256  # images rendered per vectorised batch (a constant: results must not depend on it varying)
-_H5_CHUNK = 16  # images per HDF5 chunk (cheap per-item reads)
 _KEY = "data.benchmark"
 
 
@@ -251,21 +239,6 @@ def sample_families(rng: np.random.Generator, classes: np.ndarray, num_backgroun
     keep = rng.random(classes.size) < corr
     other = (classes + rng.integers(1, num_backgrounds, classes.size)) % num_backgrounds
     return np.where(keep, classes, other).astype(np.int64)
-
-
-def mask_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight boxes (n, 4) float32 x0, y0, x1, y1 (exclusive) of masks (n, s, s); an empty mask gives NaN."""
-    masks = np.asarray(masks).astype(bool)
-    n, h, w = masks.shape
-    rows, cols = masks.any(2), masks.any(1)
-    empty = ~rows.any(1)
-    y0 = np.argmax(rows, 1)
-    y1 = h - np.argmax(rows[:, ::-1], 1)
-    x0 = np.argmax(cols, 1)
-    x1 = w - np.argmax(cols[:, ::-1], 1)
-    boxes = np.stack([x0, y0, x1, y1], 1).astype(np.float32)
-    boxes[empty] = np.nan
-    return boxes
 
 
 def _set_from_masks(
@@ -751,37 +724,11 @@ def write_set_file(
     classes: Sequence[str],
     attrs: Mapping[str, Any] | None = None,
 ) -> int:
-    """Write ``data`` as an ``oacl.set/1`` HDF5 file atomically, byte-reproducibly; return its size in bytes."""
-    if kind not in ("multi", "single", "crops", "shift"):
-        raise ValueError(f"kind must be multi, single, crops or shift, got {kind!r}")
-    n = len(data)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema"] = SCHEMA
-            f.attrs["kind"] = kind
-            f.attrs["classes"] = json.dumps(list(classes))
-            f.attrs["image_size"] = np.int64(data.images.shape[1])
-            f.attrs["name"] = name
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-
-            def put(key: str, arr: np.ndarray, *, big: bool = False, **kw: Any) -> None:
-                if big and n:
-                    kw.update(chunks=(min(n, _H5_CHUNK),) + arr.shape[1:], compression="gzip", compression_opts=6)
-                f.create_dataset(key, data=arr, track_times=False, **kw)
-
-            put("images", data.images, big=True)
-            put("masks", data.masks, big=True)
-            put("ids", np.asarray(data.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            put("labels", data.labels.astype(np.int64))
-            put("boxes", data.boxes.astype(np.float32).reshape(-1, 4))
-            put("box_labels", data.box_labels.astype(np.int64))
-            put("box_index", data.box_index.astype(np.int64))
-            put("backgrounds", data.backgrounds.astype(np.int64))
-            for key, arr in sorted(data.extra.items()):
-                put(key, arr, big=arr.ndim >= 3)
-    return path.stat().st_size
+    """Write ``data`` as an ``oacl.set/1`` file (:func:`oacl.io.sets.write_set`); return its size in bytes."""
+    return write_set(
+        path, data.images, data.ids, data.labels, data.masks, data.boxes.reshape(-1, 4), data.box_labels,
+        data.box_index, data.backgrounds, kind, classes, name, attrs=attrs, extra=data.extra,
+    )
 
 
 def _measure_rates(labels: np.ndarray, families: np.ndarray) -> float:
@@ -853,7 +800,7 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict[str, A
     rates["single_test_bg_corr"] = _measure_rates(labels, fams)
     ids = [f"single-test-{i:05d}" for i in range(n)]
     variants = background_challenge(bg, fg, masks, labels, fams, _rng(cfg.seed, "single/donors"), k)
-    for name in VARIANTS:
+    for name in BG_VARIANTS:
         v = variants[name]
         data = _set_from_masks(v["images"], v["masks"], labels, v["backgrounds"], ids, {"bg_donors": v["bg_donors"]})
         write(f"single/{name}.h5", data, "single", name)
@@ -874,7 +821,7 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict[str, A
         "groups": [[classes[c] for c in g] for g in groups],
         "background_families": families,
         "class_family": {classes[c]: families[c] for c in range(cfg.num_classes)},
-        "variants": list(VARIANTS),
+        "variants": list(BG_VARIANTS),
         "shift_sets": [f"{c}-{sv}" for c in cfg.shift.corruptions for sv in cfg.shift.severities] + list(cfg.shift.styles),
         "corruption_families": {c: CORRUPTIONS[c][1] for c in cfg.shift.corruptions},
         "sizes": sizes,

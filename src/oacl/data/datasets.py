@@ -52,8 +52,10 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from oacl.data.boxes import mask_boxes
 from oacl.errors import DataError
 from oacl.io.sets import SetFile, open_set
+from oacl.vocab import BG_VARIANTS
 
 __all__ = [
     "Sample",
@@ -65,7 +67,6 @@ __all__ = [
     "CocoSet",
     "ImageFolderSet",
     "BackgroundChallengeSet",
-    "BG_VARIANTS",
     "IMAGE_EXTENSIONS",
     "DATASETS",
     "build_dataset",
@@ -77,7 +78,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # compared case-insensitively (.JPEG included)
-BG_VARIANTS = ("original", "only_fg", "only_bg_b", "only_bg_t", "no_fg", "mixed_same", "mixed_rand", "mixed_next")
 # Variants whose images still show the original foreground where fg_mask says it is.
 _BG_FG_VARIANTS = ("original", "only_fg", "mixed_same", "mixed_rand", "mixed_next")
 COCO_BOX_TOLERANCE = 1.0  # px a COCO box may overhang its image (float rounding in real COCO); clipped
@@ -187,10 +187,21 @@ def _stack_images(values: list[Any]) -> Any:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB; :class:`DataError` naming the file on failure."""
+    """Decode an image file to (H, W, 3) uint8 RGB; :class:`DataError` naming the file on failure.
+
+    The format is read from the content, not the extension (a PNG named ``.JPEG`` decodes);
+    greyscale, palette, CMYK (Adobe-inverted too) and alpha images become RGB (alpha dropped);
+    16-bit greyscale is scaled to 8 bits (PIL's own conversion would clip it at 255).
+    """
     path = Path(path)
     try:
         with PILImage.open(path) as im:
+            if im.mode.startswith("I;16") or im.mode == "I":
+                wide = np.asarray(im).astype(np.float64)  # (H, W), 16-bit grey (mode "I": 16-bit if above 255)
+                if im.mode != "I" or (wide.size and wide.max() > 255):
+                    wide = wide / 257.0  # 65535 -> 255
+                grey = np.clip(np.rint(wide), 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist") from None
@@ -230,11 +241,8 @@ def load_mask_file(path: str | Path) -> np.ndarray:
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
     """Tight box (1, 4) float32 x0, y0, x1, y1 (exclusive) around the 1s of (H, W) ``mask``; (0, 4) if empty."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    if ys.size == 0:
-        return np.zeros((0, 4), np.float32)
-    return np.array([[xs[0], ys[0], xs[-1] + 1, ys[-1] + 1]], np.float32)
+    box = mask_boxes(np.asarray(mask)[None])
+    return box[~np.isnan(box[:, 0])]
 
 
 class SampleDataset(Dataset):
@@ -636,7 +644,7 @@ _CLASS_FOLDER = re.compile(r"^\d+_(.+)$")
 class BackgroundChallengeSet(ImageFolderSet):
     """The Background Challenge (Xiao et al. 2020, "IN-9") release: ``<root>/<variant>/<split>/<class>/*``.
 
-    ``variant`` is one of :data:`BG_VARIANTS`; class folders (``00_dog``, ``01_bird``, ...) are
+    ``variant`` is one of :data:`oacl.vocab.BG_VARIANTS`; class folders (``00_dog``, ``01_bird``, ...) are
     sorted, ``classes`` keeps the folder names and ``class_names`` the names without the
     number. Masks come from ``<root>/fg_mask/<split>/<class>/<stem>.npy`` when that folder
     exists, matched by file stem, for the variants that still show the foreground in place

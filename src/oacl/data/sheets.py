@@ -16,12 +16,12 @@ import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
-from oacl.io.atomic import atomic_path
+from oacl.io.atomic import save_png
 
 __all__ = ["contact_sheet", "read_head", "write_contact_sheets"]
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]  # fmt: skip
+            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
 _MASK_COLOUR = (255, 225, 0)
 
 
@@ -100,11 +100,6 @@ def contact_sheet(
     return sheet
 
 
-def _save(img: Image.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", optimize=True)
-
-
 def write_contact_sheets(data_dir: str | Path, plots_dir: str | Path, *, n: int = 16, cols: int = 8) -> list[Path]:
     """Write ``<plots_dir>/<set>.png`` for every set file under ``data_dir``; return the paths.
 
@@ -129,9 +124,9 @@ def write_contact_sheets(data_dir: str | Path, plots_dir: str | Path, *, n: int 
         img = contact_sheet(
             h["images"], masks=h["masks"], boxes=h["boxes"], box_labels=h["box_labels"],
             labels=h["labels"], classes=h["classes"], cols=cols, title=name,
-        )  # fmt: skip
+        )
         out = plots_dir / f"{name}.png"
-        _save(img, out)
+        save_png(img, out)
         written.append(out)
     for cname, files in sorted(corruptions.items()):
         heads = [read_head(p, cols) for _, p in sorted(files)]
@@ -144,6 +139,6 @@ def write_contact_sheets(data_dir: str | Path, plots_dir: str | Path, *, n: int 
             row_titles=[f"severity {sev}" for sev, _ in sorted(files)],
         )
         out = plots_dir / f"shift-{cname}.png"
-        _save(img, out)
+        save_png(img, out)
         written.append(out)
     return written

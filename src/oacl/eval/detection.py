@@ -41,9 +41,10 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,29 +64,27 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from oacl.config import DetectConfig, Params
 from oacl.data.datasets import CocoSet
+from oacl.data.source import detection_files
 from oacl.errors import ConfigError, DataError
-from oacl.eval.features import parse_variant, variant_backbone_path, variant_names
-from oacl.io.atomic import atomic_path, write_json
-from oacl.io.checkpoint import encoder_of, read_backbone
+from oacl.eval.features import load_variant
+from oacl.io.atomic import save_png, write_json
 from oacl.io.sets import open_set
-from oacl.models.backbones import build_backbone
 from oacl.perf import resolve_device
+from oacl.schedules import lr_at
+from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD, variant_names
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "METRIC_KEYS",
     "DetectPaths",
     "DetectionSet",
     "FinetuneResult",
     "EvalResult",
-    "load_variant_backbone",
     "check_same_categories",
     "open_detection_sets",
     "collate_detection",
     "hflip",
     "build_detector",
-    "lr_at",
+    "detect_lr",
     "finetune",
     "detections_to_coco",
     "coco_ap",
@@ -96,37 +95,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # input normalisation of a random-init backbone
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Stats of COCOeval.summarize(), in its order; all but -1 ("no ground truth") are in [0, 1].
 _STAT_NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large")
 METRIC_KEYS = ("ap", "ap50", "ap75", "ar100")  # written to the stage's metrics file, per iou type
-
-
-# ----------------------------------------------------------------------- backbones
-
-
-
-
-def load_variant_backbone(
-    variant: str, *, models_dir: str | Path, arch: str, stem: str, seed: int
-) -> tuple[torchvision.models.ResNet, tuple[float, ...], tuple[float, ...], str]:
-    """(ResNet with fc = Identity, input mean, input std, where it came from) of a variant.
-
-    ``random``: :func:`build_backbone` (arch, stem) right after ``torch.manual_seed(seed)``,
-    ImageNet normalisation. Otherwise the variant's exported backbone file, which must hold
-    ``arch`` and ``stem`` (the ``pretrain`` section's) — :class:`CheckpointError` if it is
-    missing, unreadable, of another method than the variant's or of another architecture.
-    """
-    path = variant_backbone_path(variant, models_dir)
-    if path is None:
-        torch.manual_seed(seed)
-        return build_backbone(arch, stem), IMAGENET_MEAN, IMAGENET_STD, "random"
-    info = read_backbone(path, method=parse_variant(variant)[0], arch=arch, stem=stem)
-    net = encoder_of(info, path)
-    mean = tuple(float(m) for m in info.get("mean", IMAGENET_MEAN))
-    std = tuple(float(s) for s in info.get("std", IMAGENET_STD))
-    return net, mean, std, str(path)
 
 
 # ---------------------------------------------------------------------------- data
@@ -225,23 +196,10 @@ def check_same_categories(train: DetectionSet, test: DetectionSet) -> None:
 
 
 def open_detection_sets(params: Params) -> tuple[DetectionSet, DetectionSet]:
-    """(train, test) of the multi-object set as ``data`` says, categories checked to agree.
-
-    Embedded: ``<data.root>/multi/instances_{train,test}.json`` over ``{train,test}.h5``.
-    Real: ``data.real.multi_train_json`` / ``multi_test_json`` over ``multi_images``.
-    """
-    masks = params.detect.masks
-    if params.data.source == "embedded":
-        root = Path(params.data.root) / "multi"
-        train = DetectionSet(root / "instances_train.json", root / "train.h5", masks=masks)
-        test = DetectionSet(root / "instances_test.json", root / "test.h5", masks=masks)
-    else:
-        real = params.data.real
-        for key in ("multi_images", "multi_train_json", "multi_test_json"):
-            if not getattr(real, key):
-                raise ConfigError(f"params: 'data.real.{key}' must be set when data.source is 'real'")
-        train = DetectionSet(real.multi_train_json, real.multi_images, masks=masks)
-        test = DetectionSet(real.multi_test_json, real.multi_images, masks=masks)
+    """(train, test) of the multi-object set (:func:`oacl.data.source.detection_files`), categories checked to agree."""
+    files = detection_files(params.data)
+    train = DetectionSet(files.train_json, files.train_images, masks=params.detect.masks)
+    test = DetectionSet(files.test_json, files.test_images, masks=params.detect.masks)
     check_same_categories(train, test)
     return train, test
 
@@ -336,12 +294,9 @@ def build_detector(
 # ------------------------------------------------------------------------ training
 
 
-def lr_at(step: int, cfg: DetectConfig) -> float:
-    """Learning rate of (0-based) ``step``: linear warm-up from lr/10, then cosine to 0 at ``cfg.steps``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (0.1 + 0.9 * step / cfg.warmup_steps)
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (step - cfg.warmup_steps) / span))
+def detect_lr(step: int, cfg: DetectConfig) -> float:
+    """The fine-tune's learning rate at ``step``: :func:`oacl.schedules.lr_at`, warm-up from lr / 10."""
+    return lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, warmup_start=0.1)
 
 
 @dataclass
@@ -389,14 +344,14 @@ def finetune(
     """Fine-tune ``model`` in place for ``cfg.steps`` SGD steps on ``data`` (a :class:`DetectionSet`).
 
     Batches of ``cfg.batch_size`` distinct images, reshuffled each pass and flipped at random
-    (``cfg.flip``), all drawn from a generator seeded by ``cfg.seed``; lr from :func:`lr_at`;
+    (``cfg.flip``), all drawn from a generator seeded by ``cfg.seed``; lr from :func:`detect_lr`;
     gradients clipped to ``cfg.clip_grad`` (L2 norm over all parameters). A non-finite loss
     raises :class:`ConfigError` naming the step and the loss terms. Leaves the model in eval mode.
     """
     device = torch.device(device)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr_at(0, cfg), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(params, lr=detect_lr(0, cfg), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     result = FinetuneResult(steps=cfg.steps)
     bar = None
@@ -415,7 +370,7 @@ def finetune(
             images.append(image.to(device))
             targets.append(_to_device(target, device))
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = detect_lr(step, cfg)
         losses = model(images, targets)
         loss = sum(losses.values())
         values = {k: float(v.detach()) for k, v in losses.items()}
@@ -461,7 +416,7 @@ def detections_to_coco(
     scores = output["scores"].detach().float().cpu().numpy().reshape(-1)
     if labels.size and (labels.min() < 1 or labels.max() > len(category_ids)):
         raise ValueError(f"detector labels must lie in 1..{len(category_ids)}, got {labels.min()}..{labels.max()}")
-    cats = [int(category_ids[int(l) - 1]) for l in labels]
+    cats = [int(category_ids[int(lab) - 1]) for lab in labels]
     bbox = [
         {"image_id": image_id, "category_id": c, "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(s)}
         for b, c, s in zip(boxes, cats, scores)
@@ -614,7 +569,7 @@ class DetectPaths:
     plots_dir: Path
 
     @classmethod
-    def under(cls, root: str | Path, variant: str) -> "DetectPaths":
+    def under(cls, root: str | Path, variant: str) -> DetectPaths:
         root = Path(root)
         return cls(metrics=root / "metrics" / f"detect-{variant}.json", plots_dir=root / "plots" / f"detect-{variant}")
 
@@ -626,7 +581,7 @@ def _round(v: float | None) -> float | None:
 def run_detect(params: Params, variant: str, paths: DetectPaths, *, models_dir: str | Path = "artifacts/models", progress: bool = True) -> dict[str, Any]:
     """Everything stage ``detect@<variant>`` does; returns the metrics it wrote.
 
-    1. the variant's backbone (:func:`load_variant_backbone`; arch / stem of ``pretrain``),
+    1. the variant's backbone (:func:`oacl.eval.features.load_variant`; arch / stem of ``pretrain``),
     2. train / test sets (:func:`open_detection_sets`), categories checked,
     3. :func:`build_detector` with the heads seeded by ``detect.seed``, :func:`finetune`,
     4. :func:`evaluate` → ``paths.metrics`` (flat keys ``bbox/ap`` … in percent, steps,
@@ -637,9 +592,8 @@ def run_detect(params: Params, variant: str, paths: DetectPaths, *, models_dir: 
     device = resolve_device(cfg.device, "detect.device")
     if variant not in variant_names():
         raise ConfigError(f"detect: unknown model variant {variant!r}; known: {', '.join(variant_names())}")
-    backbone, mean, std, source = load_variant_backbone(
-        variant, models_dir=models_dir, arch=params.pretrain.arch, stem=params.pretrain.stem, seed=cfg.seed
-    )
+    frozen = load_variant(variant, params, seed=cfg.seed, models_dir=models_dir)
+    backbone, mean, std, source = frozen.encoder, frozen.mean, frozen.std, frozen.source
     train, test = open_detection_sets(params)
     torch.manual_seed(cfg.seed)  # the heads: the same initial heads for every pretrained variant
     model = build_detector(backbone, len(train.classes), cfg, mean=mean, std=std)
@@ -647,7 +601,7 @@ def run_detect(params: Params, variant: str, paths: DetectPaths, *, models_dir: 
         "detect %s: %s/%s from %s, %d train / %d test images, %d classes, %d steps of %d at %d px on %s, %d threads",
         variant, params.pretrain.arch, params.pretrain.stem, source, len(train), len(test), len(train.classes),
         cfg.steps, cfg.batch_size, cfg.image_size, device, torch.get_num_threads(),
-    )  # fmt: skip
+    )
     fit = finetune(model, train, cfg, device=device, progress=progress)
     ev = evaluate(model, test, cfg, device=device, keep=cfg.plot_images)
     metrics: dict[str, Any] = {
@@ -664,7 +618,6 @@ def run_detect(params: Params, variant: str, paths: DetectPaths, *, models_dir: 
     write_json(paths.metrics, metrics)
     if cfg.plot_images:
         sheet = predictions_sheet(test, ev.outputs, title=f"detect {variant}: bbox AP50 {metrics['bbox/ap50']}")
-        with atomic_path(paths.plots_dir / "predictions.png") as tmp:
-            sheet.save(tmp, format="PNG", optimize=True)
+        save_png(sheet, paths.plots_dir / "predictions.png")
     log.info("detect %s: %s", variant, json.dumps({k: v for k, v in metrics.items() if "/" in k}))
     return metrics

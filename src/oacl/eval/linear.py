@@ -28,16 +28,19 @@ import math
 import pickle
 import time
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from oacl.config import Params
+from oacl.data.source import ImageSource, crops_splits, original_splits
 from oacl.errors import CheckpointError, DataError
+from oacl.eval.features import extract_features, frozen, load_variant
 from oacl.io.atomic import atomic_path, write_json
 from oacl.perf import resolve_device
 
@@ -118,7 +121,7 @@ class LinearHead:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], where: str = "head") -> "LinearHead":
+    def from_state(cls, state: Mapping[str, Any], where: str = "head") -> LinearHead:
         """Inverse of :meth:`to_state`; :class:`CheckpointError` naming ``where`` when malformed."""
         try:
             return cls(
@@ -213,7 +216,7 @@ def fit_logistic(
     opt = torch.optim.LBFGS(
         [w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol, tolerance_change=1e-12,
         line_search_fn="strong_wolfe",
-    )  # fmt: skip
+    )
     lam = float(l2)
     rows = torch.arange(n, device=x.device)
 
@@ -398,7 +401,7 @@ class LinevalPaths:
     details: Path
 
     @classmethod
-    def under(cls, root: str | Path, variant: str) -> "LinevalPaths":
+    def under(cls, root: str | Path, variant: str) -> LinevalPaths:
         root = Path(root)
         out = root / "eval" / f"lineval-{variant}"
         return cls(metrics=root / "metrics" / f"lineval-{variant}.json", heads=out / "heads.pt", details=out / "details.json")
@@ -422,7 +425,7 @@ def task_details(result: Mapping[str, Any], classes: Sequence[str]) -> dict[str,
     }
 
 
-def _check_classes(sets: Sequence[Any]) -> list[str]:
+def _check_classes(sets: Sequence[ImageSource]) -> list[str]:
     """The class list shared by ``sets`` (ImageSources); DataError naming the one that differs."""
     classes = list(sets[0].classes)
     for s in sets[1:]:
@@ -434,7 +437,7 @@ def _check_classes(sets: Sequence[Any]) -> list[str]:
     return classes
 
 
-def run_lineval(params: Any, variant: str, paths: LinevalPaths, *, models_dir: str | Path = "artifacts/models") -> dict[str, Any]:
+def run_lineval(params: Params, variant: str, paths: LinevalPaths, *, models_dir: str | Path = "artifacts/models") -> dict[str, Any]:
     """Stage ``lineval@<variant>``: probes on the object crops and on ORIGINAL; metrics JSON + heads file.
 
     Loads the variant's frozen backbone (:func:`oacl.eval.features.load_variant`), extracts
@@ -445,32 +448,30 @@ def run_lineval(params: Any, variant: str, paths: LinevalPaths, *, models_dir: s
     standardization, the class names, the backbone digest and the feature settings).
     Returns the metrics dict.
     """
-    from oacl.eval import features as feat
-
     cfg = params.lineval
     t0 = time.perf_counter()
-    backbone = feat.load_variant(variant, params, models_dir=models_dir)
+    backbone = load_variant(variant, params, models_dir=models_dir)
     device = resolve_device(cfg.device, "lineval.device")
-    tasks = {"crops": feat.crops_splits(params, backbone.image_size), "original": feat.original_splits(params, backbone.image_size)}
+    tasks = {"crops": crops_splits(params, backbone.image_size), "original": original_splits(params, backbone.image_size)}
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
     heads: dict[str, Any] = {}
-    with feat.frozen(backbone, device) as enc:
+    with frozen(backbone, device) as enc:
         for task, splits in tasks.items():
             classes = _check_classes(splits)
             xs, ys = [], []
             for source in splits:
-                x, y = feat.extract_features(enc, source, backbone.mean, backbone.std, batch_size=cfg.batch_size, amp=cfg.amp, device=device)
+                x, y = extract_features(enc, source, backbone.mean, backbone.std, batch_size=cfg.batch_size, amp=cfg.amp, device=device)
                 xs.append(x)
                 ys.append(y)
             res = linear_eval(
                 xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], num_classes=len(classes),
                 num_l2=cfg.num_l2, l2_range=cfg.l2_range, max_iter=cfg.max_iter,
-            )  # fmt: skip
+            )
             log.info(
                 "lineval@%s %s: top-1 %.2f %% (val %.2f %%, l2 %.3g; %d/%d/%d images, fit %.1f s)",
                 variant, task, res["top1"], res["val_top1"], res["l2"], len(ys[0]), len(ys[1]), len(ys[2]), res["seconds"],
-            )  # fmt: skip
+            )
             metrics[task] = task_metrics(res, len(ys[2]))
             details[task] = task_details(res, classes)
             heads[task] = {"head": res["head"], "classes": classes, "val_top1": res["val_top1"], "path": res["path"]}

@@ -25,17 +25,22 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from oacl.config import Params
+from oacl.data.source import ImageSource, benchmark_record, bg_sources, crops_splits, original_splits, shift_sources
 from oacl.errors import CheckpointError, DataError
+from oacl.eval.bias import benchmark_pairs, contextual_bias, parse_pairs, tsne_figure
+from oacl.eval.features import extract_features, frozen, load_variant
 from oacl.eval.linear import LinearHead, linear_eval, load_heads, top1
-from oacl.io.atomic import write_json
+from oacl.io.atomic import save_png, write_json
 from oacl.models.backbones import feature_dim
 from oacl.perf import resolve_device
 
@@ -184,7 +189,7 @@ class ShiftPaths:
     plots_dir: Path
 
     @classmethod
-    def under(cls, root: str | Path, variant: str) -> "ShiftPaths":
+    def under(cls, root: str | Path, variant: str) -> ShiftPaths:
         root = Path(root)
         return cls(
             heads=root / "eval" / f"lineval-{variant}" / "heads.pt",
@@ -194,33 +199,28 @@ class ShiftPaths:
         )
 
 
-def _bias_pairs(params: Any, classes: Sequence[str]) -> list[tuple[int, int]]:
-    from oacl.eval.bias import benchmark_pairs, parse_pairs
-
+def _bias_pairs(params: Params, classes: Sequence[str]) -> list[tuple[int, int]]:
     if params.shift.bias_pairs:
         return parse_pairs(params.shift.bias_pairs, classes)
-    if params.data.source == "embedded":
-        return benchmark_pairs(Path(params.data.root) / "benchmark.json", classes)
+    record = benchmark_record(params.data)
+    if record is not None:
+        return benchmark_pairs(record, classes)
     log.warning("contextual bias: real data and no 'shift.bias_pairs' given; no pairs to analyse")
     return []
 
 
-def run_shift(params: Any, variant: str, paths: ShiftPaths, *, models_dir: str | Path = "artifacts/models") -> dict[str, Any]:
+def run_shift(params: Params, variant: str, paths: ShiftPaths, *, models_dir: str | Path = "artifacts/models") -> dict[str, Any]:
     """Stage ``shift@<variant>``: BG variants, shift sets, contextual bias; metrics JSON and t-SNE picture.
 
     The ORIGINAL head and the feature settings come from ``paths.heads`` (written by
     ``lineval@<variant>``); the backbone must be the one that head was fitted on (same
     weights digest), else :class:`CheckpointError`. Returns the metrics dict.
     """
-    from oacl.cam.sheets import save_png
-    from oacl.eval import features as feat
-    from oacl.eval.bias import contextual_bias, tsne_figure
-
     t0 = time.perf_counter()
     lcfg, cfg = params.lineval, params.shift
     head, heads_obj = load_heads(paths.heads, "original")
     classes = list(heads_obj["original"]["classes"])
-    backbone = feat.load_variant(variant, params, models_dir=models_dir)
+    backbone = load_variant(variant, params, models_dir=models_dir)
     if heads_obj.get("backbone_digest") != backbone.digest:
         raise CheckpointError(
             f"the heads in {paths.heads} were fitted on other weights than {backbone.source} "
@@ -232,23 +232,23 @@ def run_shift(params: Any, variant: str, paths: ShiftPaths, *, models_dir: str |
         )
     amp = bool(heads_obj.get("feature", {}).get("amp", lcfg.amp))
     device = resolve_device(lcfg.device, "lineval.device")
-    bg = feat.bg_sources(params, backbone.image_size)
-    shifts = feat.shift_sources(params, backbone.image_size, classes)
+    bg = bg_sources(params, backbone.image_size)
+    shifts = shift_sources(params, backbone.image_size, classes)
     check_classes({**bg, **shifts}, classes, paths.heads)
-    crops_test = feat.crops_splits(params, backbone.image_size)[2]
+    crops_test = crops_splits(params, backbone.image_size)[2]
 
-    with feat.frozen(backbone, device) as enc:
-        def features(source: Any) -> tuple[Tensor, Tensor]:
-            return feat.extract_features(enc, source, backbone.mean, backbone.std, batch_size=lcfg.batch_size, amp=amp, device=device)
+    with frozen(backbone, device) as enc:
+        def features(source: ImageSource) -> tuple[Tensor, Tensor]:
+            return extract_features(enc, source, backbone.mean, backbone.std, batch_size=lcfg.batch_size, amp=amp, device=device)
 
         bg_feats = {name: features(s) for name, s in bg.items()}
         shift_feats = {name: features(s) for name, s in shifts.items()}
         if cfg.trials > 1:
-            train, val, _ = feat.original_splits(params, backbone.image_size)
+            train, val, _ = original_splits(params, backbone.image_size)
             heads = fit_trial_heads(
                 features(train), features(val), num_classes=len(classes), trials=cfg.trials, fraction=cfg.subsample,
                 seed=cfg.seed, num_l2=lcfg.num_l2, l2_range=lcfg.l2_range, max_iter=lcfg.max_iter,
-            )  # fmt: skip
+            )
         else:
             heads = [head]
         crop_x, crop_y = features(crops_test)
@@ -264,7 +264,7 @@ def run_shift(params: Any, variant: str, paths: ShiftPaths, *, models_dir: str |
     fig = tsne_figure(
         crop_x, crop_y, pairs, crops_test.classes, per_class=cfg.tsne_per_class, perplexity=cfg.tsne_perplexity,
         seed=cfg.seed, title=f"{variant}: t-SNE of object-crop embeddings (co-occurring pairs share a hue)",
-    )  # fmt: skip
+    )
     save_png(fig, paths.plots_dir / "tsne.png")
     write_json(paths.details, details)
     write_json(paths.metrics, metrics)
@@ -272,5 +272,5 @@ def run_shift(params: Any, variant: str, paths: ShiftPaths, *, models_dir: str |
         "shift@%s: original %.2f, mixed_rand %.2f, bg_gap %.2f (%d trial(s)) in %.1f s",
         variant, metrics.get("bg/original/top1", float("nan")), metrics.get("bg/mixed_rand/top1", float("nan")),
         metrics.get("bg_gap", float("nan")), len(heads), time.perf_counter() - t0,
-    )  # fmt: skip
+    )
     return metrics

@@ -8,8 +8,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def _alive(pid: int) -> bool:
@@ -95,3 +96,24 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON with sorted keys (stable across runs)."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_png(picture: Any, path: str | Path, **savefig_kwargs: Any) -> None:
+    """Write a PNG atomically: a PIL image (optimised) or a matplotlib ``Figure`` (Agg, no display).
+
+    ``savefig_kwargs`` (e.g. ``dpi``) go to ``Figure.savefig``.
+    """
+    if hasattr(picture, "savefig"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported here: config reads this module
+
+        if not isinstance(picture.canvas, FigureCanvasAgg):
+            FigureCanvasAgg(picture)
+        with atomic_path(path) as tmp:
+            picture.savefig(tmp, format="png", **savefig_kwargs)
+    elif hasattr(picture, "save"):
+        if savefig_kwargs:
+            raise ValueError(f"savefig options {sorted(savefig_kwargs)} apply to matplotlib figures only")
+        with atomic_path(path) as tmp:
+            picture.save(tmp, format="PNG", optimize=True)
+    else:
+        raise TypeError(f"expected a PIL image or a matplotlib Figure, got {type(picture).__name__}")

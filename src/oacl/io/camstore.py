@@ -7,7 +7,14 @@ Layout::
     /masks_refined  (N, H, W) uint8  {0, 1} mask after CRF and cleaning (optional)
     /boxes          (M, 4)    float32 normalized x1, y1, x2, y2 in [0, 1], margin applied
     /box_index      (N+1,)    int64  boxes of image i: rows box_index[i]:box_index[i+1]
-    attrs: schema, checkpoint_sha256, params (JSON), image_size, iters, expand_res, crf
+    attrs: schema, checkpoint_sha256, params (JSON), image_size, iters, expand_res, crf,
+           mask_geometry (optional; "resize-full" when absent)
+
+The masks are at ``image_size`` (the backbone's input side), not at each original image's
+size; ``mask_geometry`` says how that square maps onto the original (:mod:`oacl.io.geometry`:
+``resize-full``, the whole image resized, each axis on its own). Consumers lay a mask onto
+an image with :func:`oacl.io.geometry.mask_to_image` and boxes with
+:func:`~oacl.io.geometry.boxes_to_image`, never by assuming equal sizes.
 
 :func:`write_cam_store` writes it atomically with deterministic bytes (no
 timestamps, fixed chunking, gzip). :class:`CamStore` reads it: it validates the
@@ -19,14 +26,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
 
 from oacl.errors import DataError
 from oacl.io.atomic import atomic_path
+from oacl.io.geometry import MASK_GEOMETRIES, RESIZE_FULL
 
 __all__ = ["CAM_SCHEMA", "CamStore", "write_cam_store"]
 
@@ -59,15 +68,19 @@ def write_cam_store(
     iters: int,
     expand_res: int,
     crf: bool,
+    mask_geometry: str = RESIZE_FULL,
 ) -> None:
     """Write a CAM store atomically (the file appears complete or not at all).
 
     image_ids: N unique strings; masks: (N, H, W) uint8 soft mask x 255;
     boxes: N arrays (k_i, 4) of normalized x1, y1, x2, y2 in [0, 1];
-    masks_refined: optional (N, H, W) uint8 in {0, 1}; the remaining
-    arguments become attributes (``params`` as sorted JSON). The same inputs
-    give the same bytes.
+    masks_refined: optional (N, H, W) uint8 in {0, 1}; mask_geometry: how the
+    (H, W) masks map onto each original image, a key of
+    :data:`oacl.io.geometry.MASK_GEOMETRIES`; the remaining arguments become
+    attributes (``params`` as sorted JSON). The same inputs give the same bytes.
     """
+    if mask_geometry not in MASK_GEOMETRIES:
+        raise ValueError(f"mask_geometry must be one of {sorted(MASK_GEOMETRIES)}, got {mask_geometry!r}")
     ids = [str(i) for i in image_ids]
     n = len(ids)
     if len(set(ids)) != n:
@@ -118,6 +131,7 @@ def write_cam_store(
             f.attrs["iters"] = int(iters)
             f.attrs["expand_res"] = int(expand_res)
             f.attrs["crf"] = bool(crf)
+            f.attrs["mask_geometry"] = str(mask_geometry)
 
 
 class CamStore:
@@ -179,6 +193,13 @@ class CamStore:
         size = size * 2 if len(size) == 1 else size
         if n and masks.shape[1:] != size:
             raise self._fail(f"/masks are {masks.shape[1:]} but attribute image_size is {size}")
+        # stores written before the attribute existed were all made by resizing whole images
+        geometry = _text(f.attrs.get("mask_geometry", RESIZE_FULL))
+        if geometry not in MASK_GEOMETRIES:
+            raise self._fail(
+                f"attribute mask_geometry is {geometry!r}, this reader knows {sorted(MASK_GEOMETRIES)}; "
+                "rerun its contracam stage with this version"
+            )
         self.has_refined = "masks_refined" in f
         if self.has_refined:
             ref = f["masks_refined"]
@@ -197,6 +218,7 @@ class CamStore:
         self.ids: tuple[str, ...] = tuple(ids)
         self._index = {s: i for i, s in enumerate(ids)}
         self.image_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.mask_geometry: str = geometry
         self.box_index = box_index
         self.all_boxes = boxes
         attrs = {k: f.attrs[k] for k in _REQUIRED_ATTRS}
@@ -208,6 +230,7 @@ class CamStore:
             "iters": int(attrs["iters"]),
             "expand_res": int(attrs["expand_res"]),
             "crf": bool(attrs["crf"]),
+            "mask_geometry": geometry,
         }
 
     def check_ids(self, dataset_ids: Iterable[str], *, exact: bool = True) -> None:
@@ -264,11 +287,14 @@ class CamStore:
             raise self._fail(f"cannot read /{name}[{row}] ({err}); the file may be truncated") from None
 
     def mask(self, image_id: str) -> np.ndarray:
-        """Soft mask of ``image_id``, (H, W) uint8 (value / 255 = CAM in [0, 1])."""
+        """Soft mask of ``image_id`` at the store's size, (H, W) = ``image_size`` uint8 (value / 255 = CAM in [0, 1]).
+
+        On an image of another size: :func:`oacl.io.geometry.mask_to_image` with ``mask_geometry``.
+        """
         return self._read("masks", self.index_of(image_id))
 
     def refined_mask(self, image_id: str) -> np.ndarray:
-        """Refined binary mask of ``image_id``, (H, W) uint8 in {0, 1}."""
+        """Refined binary mask of ``image_id`` at the store's size, (H, W) uint8 in {0, 1}."""
         if not self.has_refined:
             raise self._fail("has no /masks_refined (CRF did not run)")
         return self._read("masks_refined", self.index_of(image_id))
@@ -300,7 +326,7 @@ class CamStore:
         self._file = None
         self._pid = None
 
-    def __enter__(self) -> "CamStore":
+    def __enter__(self) -> CamStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

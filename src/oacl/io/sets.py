@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -401,9 +402,13 @@ def write_set(
     name: str,
     *,
     attrs: Mapping[str, Any] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
     compression: str | None = "gzip",
-) -> None:
+) -> int:
     """Validate the arrays and write them as a set file, atomically and byte-reproducibly.
+
+    The one writer of the format: the benchmark generator and the tests' fixtures both use it.
+    Returns the file's size in bytes.
 
     Args:
         images: (N, H, W, 3) uint8 RGB, H == W.
@@ -415,8 +420,10 @@ def write_set(
         backgrounds: (N,) background family, -1 if none.
         kind: one of :data:`SET_KINDS`; classes: the K class names; name: the set's name.
         attrs: extra JSON-able attributes (e.g. ``{"variant": "mixed_rand"}``); stored as JSON
-            strings unless already str / int / float.
-        compression: "gzip" (level 4, with shuffle) or None for images and masks.
+            strings unless already str / int / float (numpy scalars included).
+        extra: additional datasets of N rows by name (e.g. ``bg_donors``); those of rank >= 3
+            (per-image maps) are chunked and compressed like the images.
+        compression: "gzip" (level 6) or None for images, masks and per-image maps.
 
     Raises :class:`DataError` (with the path) when the arrays break the schema; nothing is
     written then.
@@ -446,12 +453,16 @@ def write_set(
         classes=list(classes),
     )
     _check_mask_values(masks, f"{where}: /masks")
+    extra = dict(extra or {})
+    for key, arr in extra.items():
+        if key in REQUIRED_DATASETS or np.asarray(arr).shape[:1] != (images.shape[0],):
+            raise DataError(f"{where}: extra dataset {key!r} must be new and have one row per image, got shape {np.shape(arr)}")
     if compression not in ("gzip", None):
         raise ValueError(f"compression must be 'gzip' or None, got {compression!r}")
     n, h = images.shape[:2]
     big_opts: dict[str, Any] = {}
     if compression == "gzip":
-        big_opts = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        big_opts = {"compression": "gzip", "compression_opts": 6}
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=False) as f:
             f.attrs["schema"] = SCHEMA
@@ -462,11 +473,23 @@ def write_set(
             for key, value in sorted((attrs or {}).items()):
                 if key in f.attrs:
                     raise ValueError(f"extra attribute {key!r} would overwrite a schema attribute")
-                f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+                plain = isinstance(value, (str, int, float, np.generic))
+                f.attrs[key] = value if plain else json.dumps(value)
             chunk = min(n, _CHUNK_IMAGES)
-            f.create_dataset("images", data=images, chunks=(chunk, *images.shape[1:]), track_times=False, **big_opts)
-            f.create_dataset("masks", data=masks, chunks=(chunk, *masks.shape[1:]), track_times=False, **big_opts)
+
+            def put_big(key: str, arr: np.ndarray) -> None:
+                f.create_dataset(key, data=arr, chunks=(chunk, *arr.shape[1:]), track_times=False, **big_opts)
+
+            put_big("images", images)
+            put_big("masks", masks)
             f.create_dataset("ids", data=small["ids"], dtype=_STRING, track_times=False)
             for key in ("labels", "boxes", "box_labels", "box_index", "backgrounds"):
                 f.create_dataset(key, data=small[key], track_times=False)
+            for key, arr in sorted(extra.items()):
+                arr = np.asarray(arr)
+                if arr.ndim >= 3:
+                    put_big(key, arr)
+                else:
+                    f.create_dataset(key, data=arr, track_times=False)
     log.debug("wrote %s: %d images, %d boxes", path, n, small["boxes"].shape[0])
+    return path.stat().st_size

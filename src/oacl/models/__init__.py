@@ -1,7 +1,9 @@
-"""Self-supervised models: backbones, heads, MoCo v2 and BYOL.
+"""Self-supervised models: backbones (:mod:`~oacl.models.backbones`), heads, MoCo v2
+(:mod:`~oacl.models.moco`) and BYOL (:mod:`~oacl.models.byol`).
 
-Every method in :data:`METHODS` is an ``nn.Module`` with the same interface, which is all
-the training engine (:mod:`oacl.train.engine`) relies on:
+Every method (:class:`SSLMethod`; the registry is :data:`oacl.train.pretrain.METHOD_BUILDERS`)
+is an ``nn.Module`` with the same interface, which is all the training engine
+(:mod:`oacl.train.engine`) relies on:
 
 - ``forward(x1, x2, index) -> dict`` with a scalar ``"loss"`` (and detached statistics);
   x1, x2: (B, 3, H, W) two views, index: (B,) dataset indices;
@@ -18,18 +20,14 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
-from oacl.models.backbones import ARCHS, STEMS, build_backbone, feature_dim
-from oacl.models.byol import BYOL
-from oacl.models.heads import mlp_head
-from oacl.models.moco import MoCo
+__all__ = ["SSLMethod"]
 
-__all__ = ["METHODS", "SSLMethod", "MoCo", "BYOL", "ARCHS", "STEMS", "build_backbone", "feature_dim", "mlp_head"]
-
-METHODS: dict[str, type[nn.Module]] = {"moco": MoCo, "byol": BYOL}
+# No submodule is imported here: the evaluation stages import ``backbones`` alone and must not
+# depend on (and rerun with) the MoCo / BYOL code.
 
 
 class SSLMethod(Protocol):
-    """The interface of :data:`METHODS` entries (see the module docstring)."""
+    """The interface of every self-supervised method (see the module docstring)."""
 
     name: str
     arch: str

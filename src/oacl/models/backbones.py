@@ -13,7 +13,7 @@ Stems (registry :data:`STEMS`) adapt the network to small images:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torchvision
 from torch import nn

@@ -20,14 +20,13 @@ any dataset of item dicts (:mod:`oacl.data.datasets`), with views made by a
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,18 +38,16 @@ from oacl import dist as odist
 from oacl.augment.views import ViewPipeline
 from oacl.errors import CheckpointError
 from oacl.io.checkpoint import TRAIN_FORMAT, load_checkpoint, save_checkpoint
-from oacl.perf import worker_init
+from oacl.perf import autocast_context, worker_init
+from oacl.schedules import effective_lr, lr_at
 
 __all__ = [
     "TrainSettings",
     "EpochRecord",
     "TrainResult",
     "IndexedViews",
-    "effective_lr",
-    "lr_at",
     "epoch_seed",
     "item_seed",
-    "autocast_context",
     "train",
 ]
 
@@ -152,21 +149,6 @@ class IndexedViews(Dataset):
             return index, self.per_item(item)
 
 
-def effective_lr(base_lr: float, global_batch: int) -> float:
-    """The linear scaling rule: base_lr × global_batch / 256."""
-    return base_lr * global_batch / 256.0
-
-
-def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int = 0) -> float:
-    """Learning rate at 0-based ``step``: linear warm-up to ``peak``, then cosine decay to 0."""
-    if total_steps < 1 or not 0 <= step < total_steps:
-        raise ValueError(f"step {step!r} outside [0, {total_steps!r})")
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """The seed every RNG gets at the start of ``epoch`` on ``rank`` (independent of resumption)."""
     return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63 - 1)
@@ -175,16 +157,6 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 def item_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of the per-item augmentation of dataset item ``index`` in ``epoch``."""
     return (seed * 1_000_003 + epoch * 7_919 + index * 104_729 + 1) % (2**63 - 1)
-
-
-def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` when ``enabled`` (fp16 on GPUs without bf16), else a no-op."""
-    if not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        dtype = torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -437,7 +409,7 @@ def train(
             "epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s",
             epoch + 1, settings.epochs, record.loss, lr, record.images_per_s,
             "".join(f"  {k} {v:.2f}" for k, v in record.monitor.items()),
-        )  # fmt: skip
+        )
         if on_epoch_end is not None:
             on_epoch_end(record, result)
     if bar is not None:

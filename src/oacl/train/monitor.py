@@ -8,16 +8,16 @@ few epochs during pretraining.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from oacl.augment.views import normalize
-from oacl.train.engine import autocast_context
+from oacl.imaging import normalize
+from oacl.perf import autocast_context
 
 __all__ = ["extract_features", "knn_predict", "knn_top1", "KnnProbe", "KnnMonitor", "stack_images"]
 
@@ -106,7 +106,7 @@ class KnnProbe:
     @classmethod
     def from_datasets(
         cls, name: str, bank: object, query: object, *, max_bank: int = 1000, max_query: int = 500, seed: int = 0
-    ) -> "KnnProbe":
+    ) -> KnnProbe:
         """Seeded random subsets (at most ``max_bank`` / ``max_query`` items) of two datasets."""
         rng = np.random.default_rng(seed)
         nb, nq = len(bank), len(query)  # type: ignore[arg-type]

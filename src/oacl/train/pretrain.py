@@ -27,9 +27,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,13 +39,17 @@ from torch.utils.data import ConcatDataset, Dataset
 from oacl import dist as odist
 from oacl.augment.views import AugmentSettings, ViewPipeline, two_view_pipeline
 from oacl.config import ByolConfig, ConfigError, MocoConfig, Params, PretrainConfig
+from oacl.data.datasets import EmbeddedSet
+from oacl.data.source import knn_files, stored_side, train_set
 from oacl.io.atomic import atomic_path, write_json
 from oacl.io.checkpoint import export_backbone
-from oacl.models import BYOL, MoCo
 from oacl.models.backbones import layer4_stride
+from oacl.models.byol import BYOL
+from oacl.models.moco import MoCo
 from oacl.train.engine import EpochRecord, TrainResult, TrainSettings, train
 from oacl.train.monitor import KnnMonitor, KnnProbe
 from oacl.train.report import write_loss_plot
+from oacl.vocab import SETS
 
 __all__ = [
     "PretrainPaths",
@@ -74,7 +79,7 @@ class PretrainPaths:
     metrics: Path
 
     @classmethod
-    def under(cls, root: str | Path, method: str) -> "PretrainPaths":
+    def under(cls, root: str | Path, method: str) -> PretrainPaths:
         """The standard layout under ``root`` (``artifacts`` in the pipeline)."""
         root = Path(root)
         name = f"pretrain-{method}"
@@ -113,7 +118,7 @@ def _build_moco(cfg: PretrainConfig) -> nn.Module:
     return MoCo(
         cfg.arch, cfg.stem, proj_hidden=m.proj_hidden or None, proj_dim=m.proj_dim,
         queue_size=m.queue_size, temperature=m.temperature, momentum=m.momentum,
-    )  # fmt: skip
+    )
 
 
 def _build_byol(cfg: PretrainConfig) -> nn.Module:
@@ -121,7 +126,7 @@ def _build_byol(cfg: PretrainConfig) -> nn.Module:
     return BYOL(
         cfg.arch, cfg.stem, proj_hidden=b.proj_hidden, proj_dim=b.proj_dim,
         pred_hidden=b.pred_hidden, tau_base=b.tau_base,
-    )  # fmt: skip
+    )
 
 
 METHOD_BUILDERS: dict[str, Callable[[PretrainConfig], nn.Module]] = {"moco": _build_moco, "byol": _build_byol}
@@ -147,48 +152,27 @@ def train_settings(method: str, cfg: PretrainConfig) -> TrainSettings:
         epochs=m.epochs, batch_size=cfg.batch_size, base_lr=m.base_lr, weight_decay=m.weight_decay,
         sgd_momentum=cfg.sgd_momentum, warmup_epochs=m.warmup_epochs, seed=cfg.seed, amp=cfg.amp,
         channels_last=cfg.channels_last, compile=cfg.compile, workers=cfg.workers,
-    )  # fmt: skip
-
-
-def _embedded(root: Path, rel: str) -> Dataset:
-    from oacl.data.datasets import EmbeddedSet
-
-    return EmbeddedSet(root / rel)
+    )
 
 
 def train_set_names(cfg: PretrainConfig) -> list[str]:
     """The parts of the training set, in :func:`open_train_set`'s order: ``multi`` and / or ``single``."""
-    return ["multi", "single"] if cfg.dataset == "both" else [cfg.dataset]
+    return list(SETS) if cfg.dataset == "both" else [cfg.dataset]
 
 
 def open_train_set(params: Params) -> tuple[Dataset, int]:
     """The training set chosen by ``pretrain.dataset`` and the side of its views (px).
 
-    Embedded benchmark: ``<data.root>/multi/train.h5``, ``<data.root>/single/train.h5`` or
-    both concatenated. Real data: the COCO train split and / or the Background Challenge
-    (or image-folder) ORIGINAL train split; ``pretrain.image_size`` must then be set.
+    Each part is :func:`oacl.data.source.train_set`, both parts concatenated for ``both``.
+    Embedded images have one side, the default view side; real images need
+    ``pretrain.image_size``.
     """
     cfg = params.pretrain
     parts = train_set_names(cfg)
-    sets: list[Dataset] = []
-    if params.data.source == "embedded":
-        root = Path(params.data.root)
-        sets = [_embedded(root, f"{p}/train.h5") for p in parts]
-        size = cfg.image_size or int(sets[0].set.info.image_size)  # type: ignore[attr-defined]
-    else:
-        from oacl.data.datasets import build_dataset
-
-        real = params.data.real
-        if cfg.image_size == 0:
-            raise ConfigError("params: 'pretrain.image_size' must be set (> 0) when data.source is 'real'")
-        for p in parts:
-            if p == "multi":
-                sets.append(build_dataset("coco", annotation_json=real.multi_train_json, image_dir=real.multi_images))
-            elif real.single_format == "bgchallenge":
-                sets.append(build_dataset("bgchallenge", root=real.single_root, variant="original", split="train"))
-            else:
-                sets.append(build_dataset("imagefolder", root=real.single_root))
-        size = cfg.image_size
+    size = cfg.image_size or stored_side(params.data, parts[0])
+    if size == 0:
+        raise ConfigError("params: 'pretrain.image_size' must be set (> 0) when data.source is 'real'")
+    sets = [train_set(params.data, p) for p in parts]
     data = sets[0] if len(sets) == 1 else ConcatDataset(sets)
     return data, size
 
@@ -229,25 +213,25 @@ def _fingerprint(data: Dataset) -> dict[str, Any]:
 
 def _monitor(params: Params, settings: TrainSettings) -> KnnMonitor | None:
     cfg = params.pretrain
-    if cfg.knn_every == 0 or params.data.source != "embedded":
+    if cfg.knn_every == 0:
         return None
-    root = Path(params.data.root)
-    pairs = {"multi": ("crops", "multi/crops_train.h5", "multi/crops_val.h5"), "single": ("single", "single/train.h5", "single/val.h5")}
-    wanted = ["multi", "single"] if cfg.dataset == "both" else [cfg.dataset]
     probes = []
-    for w in wanted:
-        name, bank, query = pairs[w]
-        if not (root / bank).exists() or not (root / query).exists():
-            log.warning("kNN monitor %r skipped: %s or %s is missing", name, root / bank, root / query)
+    for part in train_set_names(cfg):
+        files = knn_files(params.data, part)
+        if files is None:  # real data: no labelled bank / query sets
+            return None
+        name, bank, query = files
+        if not bank.exists() or not query.exists():
+            log.warning("kNN monitor %r skipped: %s or %s is missing", name, bank, query)
             continue
-        probes.append(KnnProbe.from_datasets(name, _embedded(root, bank), _embedded(root, query), seed=cfg.seed))
+        probes.append(KnnProbe.from_datasets(name, EmbeddedSet(bank), EmbeddedSet(query), seed=cfg.seed))
     if not probes:
         return None
     aug = AugmentSettings(size=1)
     return KnnMonitor(
         probes, mean=aug.mean, std=aug.std, every=cfg.knn_every, last_epoch=settings.epochs, k=cfg.knn_k,
         amp=cfg.amp, channels_last=cfg.channels_last,
-    )  # fmt: skip
+    )
 
 
 def _live_logger(live_dir: Path, history: list[EpochRecord]) -> Any:
@@ -335,12 +319,12 @@ def run_pretrain(
         "%s: %s/%s on %s (%d images, %d px), global batch %d, %d epochs, %d process(es), threads %d",
         name, cfg.arch, cfg.stem, cfg.dataset, len(data), size, cfg.batch_size, settings.epochs,
         info.world_size, torch.get_num_threads(),
-    )  # fmt: skip
+    )
     result = train(
         model, train_data, views, settings, device=info.device, checkpoint_path=last, resume_key=resume_key,
         checkpoint_extra={"params": params_record}, monitor=monitor, on_epoch_end=callback,
         progress=info.is_main,
-    )  # fmt: skip
+    )
     if not info.is_main:
         odist.barrier()
         return None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oacl.io.atomic import atomic_path
+from oacl.io.atomic import save_png
 from oacl.train.engine import TrainResult
 
 __all__ = ["write_loss_plot"]
@@ -48,6 +48,5 @@ def write_loss_plot(path: str | Path, result: TrainResult, *, title: str = "") -
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    save_png(fig, path, dpi=100)
     plt.close(fig)

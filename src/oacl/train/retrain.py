@@ -27,9 +27,10 @@ sheet of the variant's inputs (:func:`augment_sheet`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from oacl.augment.oacrop import BatchPhotometricStats, ObjectAwareCrops, item_bo
 from oacl.augment.views import AugmentSettings, TwoCrops, ViewPipeline
 from oacl.config import ConfigError, Params
 from oacl.errors import DataError
+from oacl.io.atomic import save_png
 from oacl.io.camstore import CamStore
 from oacl.train.engine import EpochRecord, TrainResult
 from oacl.train.pretrain import PretrainPaths, TrainVariant, method_config, run_pretrain, train_set_names
@@ -74,10 +76,12 @@ class RetrainSet(Dataset):
     Each item gains ``"set"`` = ``name`` (ids are unique within a part only, so per-image caches
     key on (set, id)) and, with a ``store``, its ContraCAM data looked up by ``item["id"]``:
     ``"cam_boxes"`` (k, 4) float32 normalized x1, y1, x2, y2 (``boxes``) and / or ``"cam_mask"``
-    (H, W) uint8 soft mask × 255 (``masks``). Every id of the part must be in the store (checked
-    here: :class:`DataError` naming the first missing one). Soft masks are read whole into memory
-    when they take at most :data:`MASKS_IN_MEMORY` bytes (DataLoader workers share them after
-    the fork), else one at a time from the file.
+    (h, w) uint8 soft mask × 255 at the store's ``image_size`` (``masks``), with
+    ``"cam_geometry"`` = the store's ``mask_geometry``: the augmentations lay both onto the
+    item's image, which for real data has its own size (:mod:`oacl.io.geometry`). Every id of
+    the part must be in the store (checked here: :class:`DataError` naming the first missing
+    one). Soft masks are read whole into memory when they take at most :data:`MASKS_IN_MEMORY`
+    bytes (DataLoader workers share them after the fork), else one at a time from the file.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class RetrainSet(Dataset):
         if self.store is None:
             return item
         image_id = str(item["id"])
+        item["cam_geometry"] = self.store.mask_geometry
         if self.boxes:
             item["cam_boxes"] = torch.from_numpy(self.store.boxes(image_id))
         if self.masks:
@@ -303,7 +308,7 @@ def augment_sheet(dataset: Dataset, views: ViewPipeline, *, n: int = 6, seed: in
                     ("mask of x1", (weights[i, 0].numpy() * 255).astype(np.uint8), None),
                     ("x2 background" if applied[i] else "no donor", _hwc(donor), None),
                     ("mixed", _hwc(mixed[i]), None),
-                ])  # fmt: skip
+                ])
         elif isinstance(per_batch, BatchMix):
             pairs = default_collate([per_item(item) for item in items])
             x = pairs[0].float() / 255
@@ -333,8 +338,8 @@ def augment_sheet(dataset: Dataset, views: ViewPipeline, *, n: int = 6, seed: in
                 for x0, y0, x1, y1 in cands.reshape(-1, 4):
                     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=_CANDIDATE, lw=0.6))
                 if window is not None:
-                    t, l, hh, ww = window
-                    ax.add_patch(Rectangle((l - 0.5, t - 0.5), ww, hh, fill=False, edgecolor=_BOX, lw=1.4))
+                    top, left, hh, ww = window
+                    ax.add_patch(Rectangle((left - 0.5, top - 0.5), ww, hh, fill=False, edgecolor=_BOX, lw=1.4))
                 else:
                     ax.set_title("no box: whole image", fontsize=6, pad=2)
     return fig
@@ -395,7 +400,6 @@ def run_retrain(
         return build_views(params, debias, data, size, stores)
 
     def finish(result: TrainResult, dataset: Dataset, views: ViewPipeline) -> dict[str, Any]:
-        from oacl.cam.sheets import save_png
 
         save_png(augment_sheet(dataset, views, seed=params.pretrain.seed, title=f"{name}: augmentation inputs"), paths.plots_dir / "augment.png")
         extra: dict[str, Any] = {"debias": debias}

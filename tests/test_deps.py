@@ -1,0 +1,241 @@
+"""Stage deps are imports: every project file a stage's script runs is a dependency of that stage.
+
+For each stage of ``dvc.yaml`` (``foreach`` templates expanded), the import closure of its script
+within ``src/`` and ``stages/`` — every ``import`` statement, at module level or inside a function,
+and the package ``__init__`` files each import runs — must be covered by its ``deps`` (a file, or
+a folder above it). A file that a stage runs but does not list would leave its outputs stale when
+that file changes. Conversely every code dep must hold a file of the closure (no dead deps).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = re.compile(r"\b(stages/[\w/]+\.py)\b")
+
+
+# ------------------------------------------------------------------------- import closure
+
+
+def module_file(root: Path, dotted: str) -> Path | None:
+    """The file a dotted module name runs (``pkg/__init__.py`` for a package), searched in src/ then the root."""
+    for base in (root / "src", root):
+        p = base.joinpath(*dotted.split("."))
+        if p.with_suffix(".py").is_file():
+            return p.with_suffix(".py")
+        if (p / "__init__.py").is_file():
+            return p / "__init__.py"
+    return None
+
+
+def package_of(root: Path, path: Path) -> list[str]:
+    """Dotted package parts of ``path`` (for relative imports)."""
+    for base in (root / "src", root):
+        if base in path.parents:
+            return list(path.relative_to(base).parent.parts)
+    return []
+
+
+def imported_files(root: Path, path: Path) -> set[Path]:
+    """Project files that importing ``path`` runs directly: imported modules and every package above them."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                pkg = package_of(root, path)
+                pkg = pkg[: len(pkg) - node.level + 1]
+                base = ".".join(pkg + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names += [base] + [f"{base}.{a.name}" for a in node.names]  # ``from pkg import module``
+    out: set[Path] = set()
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__, a/b/c
+            f = module_file(root, ".".join(parts[:i]))
+            if f is not None:
+                out.add(f)
+    return out
+
+
+def closure(root: Path, script: Path) -> set[Path]:
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        f = todo.pop()
+        if f not in seen:
+            seen.add(f)
+            todo.extend(imported_files(root, f) - seen)
+    return seen
+
+
+# ----------------------------------------------------------------------------- dvc.yaml
+
+
+def _lookup(context: dict[str, Any], dotted: str) -> Any:
+    value: Any = context
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def expand_stages(root: Path) -> dict[str, dict[str, Any]]:
+    """Stage name → {"cmd", "deps"} with ``foreach`` expanded and ``${...}`` resolved from vars, params and the item."""
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    context: dict[str, Any] = dict(yaml.safe_load((root / "params.yaml").read_text()))
+    for block in spec.get("vars", []):
+        context.update(block)
+
+    def resolve(text: str, local: dict[str, Any]) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(_lookup({**context, **local}, m.group(1).strip())), text)
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, stage in spec["stages"].items():
+        if "foreach" in stage:
+            items = stage["foreach"]
+            if isinstance(items, str):
+                items = _lookup(context, items.strip()[2:-1])
+            pairs = items.items() if isinstance(items, dict) else ((i, i) for i in items)
+            body = stage["do"]
+        else:
+            pairs, body = [(None, None)], stage
+        for key, item in pairs:
+            local = {} if key is None else {"item": item, "key": key}
+            deps = [resolve(d, local) for d in body.get("deps", []) if isinstance(d, str)]
+            out[name if key is None else f"{name}@{key}"] = {"cmd": resolve(body["cmd"], local), "deps": deps}
+    return out
+
+
+def uncovered(root: Path) -> dict[str, list[str]]:
+    """Stage → project files its script imports that none of its deps covers."""
+    short: dict[str, list[str]] = {}
+    for name, stage in expand_stages(root).items():
+        m = SCRIPT.search(stage["cmd"])
+        assert m, f"stage {name}: no stages/*.py script in its cmd {stage['cmd']!r}"
+        deps = [d.rstrip("/") for d in stage["deps"]]
+        files = sorted(f.relative_to(root).as_posix() for f in closure(root, root / m.group(1)))
+        missing = [f for f in files if not any(f == d or f.startswith(d + "/") for d in deps)]
+        if missing:
+            short[name] = missing
+    return short
+
+
+def dead_code_deps(root: Path) -> dict[str, list[str]]:
+    """Stage → deps under src/ or stages/ that hold no file of its script's import closure."""
+    dead: dict[str, list[str]] = {}
+    for name, stage in expand_stages(root).items():
+        script = root / SCRIPT.search(stage["cmd"]).group(1)
+        files = {f.relative_to(root).as_posix() for f in closure(root, script)}
+        code = [d.rstrip("/") for d in stage["deps"] if d.startswith(("src/", "stages/"))]
+        unused = [d for d in code if not any(f == d or f.startswith(d + "/") for f in files)]
+        if name.startswith(("lineval@random", "shift@random")):
+            # the random-init control depends on the code that builds it (its `backbone` var)
+            unused = [d for d in unused if d != "src/oacl/models/backbones.py"]
+        if unused:
+            dead[name] = unused
+    return dead
+
+
+# ---------------------------------------------------------------------------------- tests
+
+
+def test_every_stage_lists_the_files_its_script_imports() -> None:
+    short = uncovered(REPO)
+    assert not short, "imports missing from dvc.yaml deps:\n" + "\n".join(
+        f"  {stage}: {', '.join(files)}" for stage, files in short.items()
+    )
+
+
+def test_no_stage_lists_code_it_does_not_import() -> None:
+    dead = dead_code_deps(REPO)
+    assert not dead, "dvc.yaml deps that no import reaches:\n" + "\n".join(
+        f"  {stage}: {', '.join(files)}" for stage, files in dead.items()
+    )
+
+
+def test_closures_are_narrow() -> None:
+    """The layers hold: data generation runs no model code, evaluation runs no training code."""
+    stages = expand_stages(REPO)
+
+    def files(stage: str) -> set[str]:
+        script = REPO / SCRIPT.search(stages[stage]["cmd"]).group(1)
+        return {f.relative_to(REPO).as_posix() for f in closure(REPO, script)}
+
+    assert not {f for f in files("generate") if f.startswith(("src/oacl/models/", "src/oacl/train/", "src/oacl/eval/"))}
+    for stage in ("lineval@moco", "shift@moco", "detect@moco"):
+        ran = files(stage)
+        assert not {f for f in ran if f.startswith(("src/oacl/train/", "src/oacl/augment/", "src/oacl/cam/"))}, stage
+        assert "src/oacl/models/moco.py" not in ran, stage
+    assert files("report") <= {
+        "stages/report.py", "src/oacl/__init__.py", "src/oacl/report.py", "src/oacl/cli.py", "src/oacl/config.py",
+        "src/oacl/errors.py", "src/oacl/vocab.py", "src/oacl/io/__init__.py", "src/oacl/io/atomic.py",
+    }
+    assert not {f for f in files("retrain@moco-bgmix") if f.startswith("src/oacl/eval/")}
+
+
+def _copy_project(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("src", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO / name, root / name)
+    return root
+
+
+def test_a_removed_dep_is_named(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path)
+    text = (root / "dvc.yaml").read_text()
+    assert "        - src/oacl/eval/linear.py\n" in text
+    # drop the first listing of eval/linear.py: the lineval template's
+    (root / "dvc.yaml").write_text(text.replace("        - src/oacl/eval/linear.py\n", "", 1))
+    short = uncovered(root)
+    assert set(short) == {name for name in expand_stages(root) if name.startswith("lineval@")}
+    assert all(files == ["src/oacl/eval/linear.py"] for files in short.values()), short
+
+
+def test_a_new_import_without_its_dep_is_named(tmp_path: Path) -> None:
+    root = _copy_project(tmp_path)
+    (root / "src" / "oacl" / "extra_helper.py").write_text("X = 1\n")
+    report = root / "src" / "oacl" / "report.py"
+    report.write_text(report.read_text() + "\nfrom oacl.extra_helper import X  # noqa: E402\n")
+    assert uncovered(root) == {"report": ["src/oacl/extra_helper.py"]}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import oacl.eval.linear", {"src/oacl/__init__.py", "src/oacl/eval/__init__.py", "src/oacl/eval/linear.py"}),
+        ("from oacl.eval import linear", {"src/oacl/__init__.py", "src/oacl/eval/__init__.py", "src/oacl/eval/linear.py"}),
+        ("from oacl.vocab import METHODS", {"src/oacl/__init__.py", "src/oacl/vocab.py"}),
+        ("def f():\n    from oacl import perf\n", {"src/oacl/__init__.py", "src/oacl/perf.py"}),
+        ("import numpy, os", set()),
+    ],
+)
+def test_imported_files_counts_packages_and_local_imports(tmp_path: Path, source: str, expected: set[str]) -> None:
+    script = tmp_path / "probe.py"
+    script.write_text(source + "\n")
+    assert {f.relative_to(REPO).as_posix() for f in imported_files(REPO, script)} == expected
+
+
+def test_project_code_imports_checkpoint_functions_from_their_module() -> None:
+    """``oacl.io`` resolves ``load_backbone`` lazily, out of the closure's sight; the project itself must not use that path."""
+    offenders = []
+    for path in [*(REPO / "src").rglob("*.py"), *(REPO / "stages").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "oacl.io" and node.level == 0:
+                offenders.append(f"{path.relative_to(REPO)}: from oacl.io import {', '.join(a.name for a in node.names)}")
+            if isinstance(node, ast.Attribute) and node.attr in ("load_backbone", "load_encoder_projector"):
+                if isinstance(node.value, ast.Attribute) and node.value.attr == "io":
+                    offenders.append(f"{path.relative_to(REPO)}: oacl.io.{node.attr}")
+    assert not offenders, offenders
