@@ -48,8 +48,11 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> np.ndarray:
         for _ in range(rng.integers(1, 4)):
             cx, cy = rng.uniform(0.2, 0.8, 2)
             rx, ry = rng.uniform(0.08, 0.25, 2)
-            shape = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1 if rng.random() < 0.5 else (
-                (abs(xx - cx) <= rx) & (abs(yy - cy) <= ry))
+            shape = (
+                ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+                if rng.random() < 0.5
+                else ((abs(xx - cx) <= rx) & (abs(yy - cy) <= ry))
+            )
             img[shape] = rng.uniform(0, 1, 3)
         out[i] = np.clip(img * 255 + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
     return out
@@ -127,8 +130,10 @@ def main() -> None:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = (torch.from_numpy(images[: args.batch]).permute(0, 3, 1, 2).float() / 255 - mean) / std
-    print(f"# ContraCAM benchmark: ResNet-18, batch {args.batch}, {args.size} px, images: {source}, "
-          f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs\n")
+    print(
+        f"# ContraCAM benchmark: ResNet-18, batch {args.batch}, {args.size} px, images: {source}, "
+        f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs\n"
+    )
 
     results: dict = {"contracam": [], "postprocess": []}
     print("| T | expand | path | s / batch | images / s | speed-up | mask IoU vs reference |")
@@ -146,8 +151,17 @@ def main() -> None:
                 name = "fast (amp)" if amp else "reference (fp32)"
                 ips = args.batch / sec
                 print(f"| {iters} | {expand} | {name} | {sec:.3f} | {ips:.1f} | {speed:.2f}x | {iou:.4f} |", flush=True)
-                results["contracam"].append(dict(iters=iters, expand=expand, amp=amp, seconds=sec,
-                                                 images_per_s=args.batch / sec, speedup=speed, mask_iou=iou))
+                results["contracam"].append(
+                    dict(
+                        iters=iters,
+                        expand=expand,
+                        amp=amp,
+                        seconds=sec,
+                        images_per_s=args.batch / sec,
+                        speedup=speed,
+                        mask_iou=iou,
+                    )
+                )
 
     # post-processing on realistic soft masks: ContraCAM (T = 10, expand 2, fast path) of the images
     n = args.crf_images
@@ -160,8 +174,10 @@ def main() -> None:
     t0 = time.perf_counter()
     refine_batch(images[:4], soft_u8[:4], opts, processes=max(many, 2))  # starts the worker pool once
     start = time.perf_counter() - t0
-    print(f"\n# CRF + cleaning + boxes, {n} images of {args.size} px "
-          f"(starting the {max(many, 2)}-process pool took {start:.1f} s, once per process)\n")
+    print(
+        f"\n# CRF + cleaning + boxes, {n} images of {args.size} px "
+        f"(starting the {max(many, 2)}-process pool took {start:.1f} s, once per process)\n"
+    )
     print("| processes | ms / image | speed-up | boxes / image |")
     print("|---|---|---|---|")
     base = None
@@ -173,8 +189,9 @@ def main() -> None:
         per = 1000 * sec / n
         nbox = float(np.mean([len(b) for b in boxes]))
         print(f"| {procs} | {per:.2f} | {base / sec:.2f}x | {nbox:.2f} |", flush=True)
-        results["postprocess"].append(dict(processes=procs, ms_per_image=per, speedup=base / sec,
-                                           pool_start_s=start if procs > 1 else 0.0))
+        results["postprocess"].append(
+            dict(processes=procs, ms_per_image=per, speedup=base / sec, pool_start_s=start if procs > 1 else 0.0)
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

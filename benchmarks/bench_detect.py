@@ -39,9 +39,18 @@ from oacl.models.backbones import build_backbone
 SETTINGS: dict[str, Callable[[DetectConfig], DetectConfig]] = {
     "params": lambda c: c,
     "torchvision": lambda c: replace(
-        c, anchor_sizes=(32, 64, 128, 256, 512), fpn_channels=256, rpn_pre_nms_train=2000, rpn_post_nms_train=2000,
-        rpn_pre_nms_test=1000, rpn_post_nms_test=1000, rois_per_image=512, box_head_dim=1024, mask_head_layers=4,
-        mask_head_channels=256, detections_per_image=100,
+        c,
+        anchor_sizes=(32, 64, 128, 256, 512),
+        fpn_channels=256,
+        rpn_pre_nms_train=2000,
+        rpn_post_nms_train=2000,
+        rpn_pre_nms_test=1000,
+        rpn_post_nms_test=1000,
+        rois_per_image=512,
+        box_head_dim=1024,
+        mask_head_layers=4,
+        mask_head_channels=256,
+        detections_per_image=100,
     ),
     "faster": lambda c: replace(c, masks=False),
     "fpn256": lambda c: replace(c, fpn_channels=256, box_head_dim=1024),
@@ -52,7 +61,9 @@ SETTINGS: dict[str, Callable[[DetectConfig], DetectConfig]] = {
 }
 
 
-def time_setting(cfg: DetectConfig, train: DetectionSet, test: DetectionSet, *, repeats: int, train_steps: int, infer_images: int) -> dict[str, float]:
+def time_setting(
+    cfg: DetectConfig, train: DetectionSet, test: DetectionSet, *, repeats: int, train_steps: int, infer_images: int
+) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_detector(build_backbone("resnet18"), len(train.classes), cfg)
     model.train()
@@ -79,16 +90,30 @@ def time_setting(cfg: DetectConfig, train: DetectionSet, test: DetectionSet, *, 
         for start in range(0, n, cfg.eval_batch):
             model([test[i][0] for i in range(start, min(n, start + cfg.eval_batch))])
     infer = (time.perf_counter() - t0) / n
-    return {"step_s": statistics.median(wall[-repeats:]), "step_cpu_s": statistics.median(cpu[-repeats:]), "infer_ms": 1000 * infer}
+    return {
+        "step_s": statistics.median(wall[-repeats:]),
+        "step_cpu_s": statistics.median(cpu[-repeats:]),
+        "infer_ms": 1000 * infer,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--settings", nargs="+", default=["params", "faster", "fpn256", "mask4x256", "torchvision"], choices=sorted(SETTINGS))
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=["params", "faster", "fpn256", "mask4x256", "torchvision"],
+        choices=sorted(SETTINGS),
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = every usable core")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per setting (median)")
-    p.add_argument("--train-steps", type=int, default=40, help="steps before timing inference (a trained detector keeps fewer boxes)")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=40,
+        help="steps before timing inference (a trained detector keeps fewer boxes)",
+    )
     p.add_argument("--infer-images", type=int, default=64)
     p.add_argument("--budget", type=float, default=180.0, help="seconds per model for the 'steps in budget' column")
     args = p.parse_args()
@@ -103,12 +128,16 @@ def main() -> None:
     train = DetectionSet(root / "instances_train.json", root / "train.h5", masks=True)
     test = DetectionSet(root / "instances_test.json", root / "test.h5", masks=True)
     n_test = len(test) if base.eval_images == 0 else min(base.eval_images, len(test))
-    print(f"threads {threads}, batch {base.batch_size}, image_size {base.image_size}, test images {n_test}, budget {args.budget:.0f} s")
+    print(
+        f"threads {threads}, batch {base.batch_size}, image_size {base.image_size}, test images {n_test}, budget {args.budget:.0f} s"
+    )
     print(f"{'setting':<12} {'s/step':>8} {'cpu s/step':>10} {'infer ms/img':>13} {'steps in budget':>16}")
     for name in args.settings:
         cfg = SETTINGS[name](base)
         train.masks = test.masks = cfg.masks
-        r = time_setting(cfg, train, test, repeats=args.repeats, train_steps=args.train_steps, infer_images=args.infer_images)
+        r = time_setting(
+            cfg, train, test, repeats=args.repeats, train_steps=args.train_steps, infer_images=args.infer_images
+        )
         fit = max(0, int((args.budget - 10 - n_test * r["infer_ms"] / 1000) / r["step_s"]))  # ~10 s of start-up
         print(f"{name:<12} {r['step_s']:>8.2f} {r['step_cpu_s']:>10.2f} {r['infer_ms']:>13.1f} {fit:>16d}", flush=True)
 

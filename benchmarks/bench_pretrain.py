@@ -91,11 +91,25 @@ def our_step(method: str, cfg: PretrainConfig, v: Variant, x1: torch.Tensor, x2:
     torch.manual_seed(0)
     if method == "moco":
         m = cfg.moco
-        model: nn.Module = MoCo(cfg.arch, cfg.stem, proj_hidden=m.proj_hidden or None, proj_dim=m.proj_dim,
-                                queue_size=4096, temperature=m.temperature, momentum=m.momentum)
+        model: nn.Module = MoCo(
+            cfg.arch,
+            cfg.stem,
+            proj_hidden=m.proj_hidden or None,
+            proj_dim=m.proj_dim,
+            queue_size=4096,
+            temperature=m.temperature,
+            momentum=m.momentum,
+        )
     else:
         b = cfg.byol
-        model = BYOL(cfg.arch, cfg.stem, proj_hidden=b.proj_hidden, proj_dim=b.proj_dim, pred_hidden=b.pred_hidden, tau_base=b.tau_base)
+        model = BYOL(
+            cfg.arch,
+            cfg.stem,
+            proj_hidden=b.proj_hidden,
+            proj_dim=b.proj_dim,
+            pred_hidden=b.pred_hidden,
+            tau_base=b.tau_base,
+        )
     device = x1.device
     model = model.to(device)
     if v.channels_last:
@@ -231,8 +245,10 @@ def main() -> None:
     threads = perf.configure_threads(1) if device.type == "cpu" else torch.get_num_threads()
     cfg = PretrainConfig(arch=args.arch, stem=args.stem, batch_size=args.batch)
     variants = [VARIANTS[v] for v in args.variants.split(",")]
-    print(f"# device {device}, threads {threads}, torch {torch.__version__}, {args.arch}/{args.stem}, "
-          f"batch {args.batch}, {args.size} px, malloc tuning {'off' if args.no_malloc_tuning else 'on'}")
+    print(
+        f"# device {device}, threads {threads}, torch {torch.__version__}, {args.arch}/{args.stem}, "
+        f"batch {args.batch}, {args.size} px, malloc tuning {'off' if args.no_malloc_tuning else 'on'}"
+    )
     peak32 = conv_peak(device, torch.float32, False)
     peak16 = conv_peak(device, torch.bfloat16, True)
     print(f"# conv peak: fp32 {peak32:.0f} GFLOP/s, bf16 channels-last {peak16:.0f} GFLOP/s")

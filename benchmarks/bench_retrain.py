@@ -54,8 +54,18 @@ def cam_stores(params: Params, data: Dataset, cam_dir: Path, tmp: Path) -> dict[
         masks = np.asarray(part.set.masks)  # type: ignore[attr-defined]
         size = masks.shape[1]
         boxes = [part.set.boxes_of(i)[0] / size for i in range(len(part))]  # type: ignore[attr-defined]
-        write_cam_store(tmp / f"{name}.h5", image_ids=part.ids, masks=(masks * 200).astype(np.uint8), boxes=boxes,
-                        checkpoint_sha256="stand-in", params={}, image_size=size, iters=1, expand_res=1, crf=False)
+        write_cam_store(
+            tmp / f"{name}.h5",
+            image_ids=part.ids,
+            masks=(masks * 200).astype(np.uint8),
+            boxes=boxes,
+            checkpoint_sha256="stand-in",
+            params={},
+            image_size=size,
+            iters=1,
+            expand_res=1,
+            crf=False,
+        )
         stores[name] = open_cam_store(tmp, name)
         print(f"# {cam_dir / (name + '.h5')} missing: stand-in store from the ground-truth masks")
     return stores
@@ -64,8 +74,14 @@ def cam_stores(params: Params, data: Dataset, cam_dir: Path, tmp: Path) -> dict[
 def loader(dataset: Dataset, views: ViewPipeline, batch: int, workers: int, seed: int = 0) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     return DataLoader(
-        IndexedViews(dataset, views.per_item), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-        collate_fn=default_collate, generator=g, worker_init_fn=perf.worker_init if workers else None,
+        IndexedViews(dataset, views.per_item),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=default_collate,
+        generator=g,
+        worker_init_fn=perf.worker_init if workers else None,
     )
 
 
@@ -92,7 +108,9 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="data root (default: data.root of the params)")
     ap.add_argument("--cam-dir", type=Path, default=Path("artifacts/cam"))
     ap.add_argument("--method", default="moco", choices=["moco", "byol"])
-    ap.add_argument("--variants", nargs="+", default=["vanilla", "oacrop", "bgmix"], choices=["vanilla", *sorted(DEBIAS)])
+    ap.add_argument(
+        "--variants", nargs="+", default=["vanilla", "oacrop", "bgmix"], choices=["vanilla", *sorted(DEBIAS)]
+    )
     ap.add_argument("--batch", type=int, default=None, help="default: pretrain.batch_size")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per variant")
@@ -112,13 +130,17 @@ def main() -> None:
     perf.tune_malloc()
     threads = perf.configure_threads(1) if device.type == "cpu" else torch.get_num_threads()
     data, size = open_train_set(params)
-    print(f"# {args.method} {cfg.arch}/{cfg.stem}, batch {batch}, {size} px, {len(data)} training images "
-          f"({cfg.dataset}), device {device}, threads {threads}, workers {cfg.workers}, amp {cfg.amp}, "
-          f"channels_last {cfg.channels_last}, torch {torch.__version__}")
+    print(
+        f"# {args.method} {cfg.arch}/{cfg.stem}, batch {batch}, {size} px, {len(data)} training images "
+        f"({cfg.dataset}), device {device}, threads {threads}, workers {cfg.workers}, amp {cfg.amp}, "
+        f"channels_last {cfg.channels_last}, torch {torch.__version__}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        stores = cam_stores(params, data, args.cam_dir, Path(tmp)) if any(
-            v != "vanilla" and DEBIAS[v].cam for v in args.variants
-        ) else {}
+        stores = (
+            cam_stores(params, data, args.cam_dir, Path(tmp))
+            if any(v != "vanilla" and DEBIAS[v].cam for v in args.variants)
+            else {}
+        )
         pipelines: dict[str, tuple[Dataset, ViewPipeline]] = {}
         for v in args.variants:
             t0 = time.perf_counter()
@@ -167,7 +189,11 @@ def main() -> None:
             print(f"{v:12} {med * 1e3:8.1f} {batch / med:8.1f} {med / base - 1:+8.1%}")
 
         # ---- 2. the loader alone
-        print(f"{'variant':12} " + " ".join(f"{f'{w} workers':>12}" for w in args.loader_workers) + "   (images/s, loader only)")
+        print(
+            f"{'variant':12} "
+            + " ".join(f"{f'{w} workers':>12}" for w in args.loader_workers)
+            + "   (images/s, loader only)"
+        )
         for v, (d, p) in pipelines.items():
             rates = [loader_rate(loader(d, p, batch, w), args.loader_batches) for w in args.loader_workers]
             print(f"{v:12} " + " ".join(f"{r:12.0f}" for r in rates))

@@ -36,7 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(params: Params, args: argparse.Namespace) -> None:
     cfg = params.data.benchmark
     if params.data.source != "embedded":
-        log.info("data.source is %r: generating the embedded benchmark anyway (other stages read the real data)", params.data.source)
+        log.info(
+            "data.source is %r: generating the embedded benchmark anyway (other stages read the real data)",
+            params.data.source,
+        )
     t0 = time.perf_counter()
     with atomic_dir(args.out_data) as tmp:
         metrics = generate_benchmark(cfg, tmp)
@@ -54,8 +57,14 @@ def main(params: Params, args: argparse.Namespace) -> None:
         "contact_sheets": len(sheets),
     }
     write_json(args.out_metrics, summary)
-    log.info("benchmark: %d images, %.1f MB in %.1f s (+ %.1f s for %d contact sheets)",
-             summary["images"], summary["megabytes"], t1 - t0, t2 - t1, len(sheets))
+    log.info(
+        "benchmark: %d images, %.1f MB in %.1f s (+ %.1f s for %d contact sheets)",
+        summary["images"],
+        summary["megabytes"],
+        t1 - t0,
+        t2 - t1,
+        len(sheets),
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,13 @@ def main(params: Params, args: argparse.Namespace) -> None:
         report.write_charts(metrics, tmp)
     summary = report.summary(metrics)
     write_json(args.summary, summary)
-    log.info("report: %d metrics files, %d of %d claims hold -> %s", len(metrics), summary["claims_hold"],
-             summary["claims_checked"], args.out)
+    log.info(
+        "report: %d metrics files, %d of %d claims hold -> %s",
+        len(metrics),
+        summary["claims_hold"],
+        summary["claims_checked"],
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -122,7 +122,11 @@ def run_script(
 ) -> subprocess.CompletedProcess:
     """``PYTHONPATH=src python stages/<stage>.py args...`` (as dvc.yaml runs it); output captured as text."""
     return subprocess.run(
-        stage_cmd(stage, *args, hook=hook), cwd=cwd or REPO, env=stage_env(), capture_output=True, text=True,
+        stage_cmd(stage, *args, hook=hook),
+        cwd=cwd or REPO,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -179,8 +183,15 @@ def write_gt_cam_store(path: Path, set_path: Path, *, ids_from: Path | None = No
     kw: dict[str, Any] = {"masks": masks, "boxes": boxes}
     kw.update(overrides)
     write_cam_store(
-        path, image_ids=ids, checkpoint_sha256="0" * 64, params={"source": "ground truth"},
-        image_size=size, iters=1, expand_res=1, crf=False, **kw,
+        path,
+        image_ids=ids,
+        checkpoint_sha256="0" * 64,
+        params={"source": "ground truth"},
+        image_size=size,
+        iters=1,
+        expand_res=1,
+        crf=False,
+        **kw,
     )
     return path
 

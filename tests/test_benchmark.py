@@ -26,7 +26,9 @@ TINY = BenchmarkConfig(
     num_classes=4,
     num_backgrounds=5,
     object_scale=(0.45, 0.7),
-    multi=MultiSetConfig(train=24, val=8, test=12, objects=(1, 4), object_scale=(0.3, 0.5), group_size=2, cooccur=0.8, crop_size=24),
+    multi=MultiSetConfig(
+        train=24, val=8, test=12, objects=(1, 4), object_scale=(0.3, 0.5), group_size=2, cooccur=0.8, crop_size=24
+    ),
     single=SingleSetConfig(train=24, val=8, test=16, bg_corr=0.75),
     shift=ShiftSetConfig(test=8, corruptions=("gaussian_noise", "fog"), severities=(1, 5)),
 )
@@ -56,8 +58,18 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def test_expected_files_and_sizes(tiny):
     out, metrics = tiny
-    expected = {"benchmark.json", "multi/train.h5", "multi/test.h5", "multi/instances_train.json", "multi/instances_test.json",
-                "multi/crops_train.h5", "multi/crops_val.h5", "multi/crops_test.h5", "single/train.h5", "single/val.h5"}
+    expected = {
+        "benchmark.json",
+        "multi/train.h5",
+        "multi/test.h5",
+        "multi/instances_train.json",
+        "multi/instances_test.json",
+        "multi/crops_train.h5",
+        "multi/crops_val.h5",
+        "multi/crops_test.h5",
+        "single/train.h5",
+        "single/val.h5",
+    }
     expected |= {f"single/{v}.h5" for v in BG_VARIANTS}
     expected |= {f"shift/{c}-{s}.h5" for c in ("gaussian_noise", "fog") for s in (1, 5)}
     expected |= {"shift/sketch.h5", "shift/stylized.h5", "shift/rendition.h5"}
@@ -121,7 +133,9 @@ def _tight(mask: np.ndarray) -> list[float]:
     return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
-@pytest.mark.parametrize("rel", ["single/train.h5", "single/original.h5", "single/mixed_next.h5", "shift/fog-5.h5", "shift/sketch.h5"])
+@pytest.mark.parametrize(
+    "rel", ["single/train.h5", "single/original.h5", "single/mixed_next.h5", "shift/fog-5.h5", "shift/sketch.h5"]
+)
 def test_single_object_box_is_the_tight_box_of_the_mask(tiny, rel):
     d = _read(tiny[0] / rel)
     assert np.array_equal(d["box_index"], np.arange(len(d["ids"]) + 1))
@@ -193,7 +207,9 @@ def test_crop_with_known_box_and_margin():
     images[0, 10:20, 5:15] = 200  # object occupies x 5..14, y 10..19 (10 x 10 px)
     masks = np.zeros((1, s, s), bool)
     masks[0, 10:20, 5:15] = True
-    scenes = bm.MultiScenes(images, np.array([0]), np.array([0]), np.array([0]), np.array([1]), masks, np.array([True]), np.array([True]))
+    scenes = bm.MultiScenes(
+        images, np.array([0]), np.array([0]), np.array([0]), np.array([1]), masks, np.array([True]), np.array([True])
+    )
     crops = bm.make_crops(scenes, ["a"], margin=0.2, crop_size=14)
     # box grown by 2 px per side: x 3..16, y 8..21 -> 14 x 14 px, resized 1:1
     assert np.array_equal(crops.images[0], images[0, 8:22, 3:17])
@@ -252,7 +268,12 @@ def test_only_bg_t_tiles_the_largest_strip_outside_the_box(variants):
         inside = _box_mask(orig["boxes"][i], s)
         assert np.array_equal(v["images"][i][~inside], img[~inside])
         # slow reference: pick the widest strip (left, right, top, bottom), tile pixel by pixel
-        strips = [(s * x0, 0, s, 0, x0), (s * (s - x1), 0, s, x1, s), (s * y0, 0, y0, 0, s), (s * (s - y1), y1, s, 0, s)]
+        strips = [
+            (s * x0, 0, s, 0, x0),
+            (s * (s - x1), 0, s, x1, s),
+            (s * y0, 0, y0, 0, s),
+            (s * (s - y1), y1, s, 0, s),
+        ]
         area, r0, r1, c0, c1 = max(strips, key=lambda t: t[0])
         assert area > 0
         for y in range(y0, y1):
@@ -304,14 +325,19 @@ def test_background_correlation_rate_and_uniform_others():
     fam = bm.sample_families(rng, labels, 10, 0.9)
     rate = np.mean(fam == labels)
     assert abs(rate - 0.9) < 4 * np.sqrt(0.9 * 0.1 / labels.size)
-    off = (fam != labels)
+    off = fam != labels
     shift = (fam[off] - labels[off]) % 10  # 1..9, uniform
     counts = np.bincount(shift, minlength=10)
     assert counts[0] == 0 and counts[1:].min() > 0.75 * off.sum() / 9
 
 
 def test_measured_rates_within_tolerance_of_params():
-    cfg = BenchmarkConfig(image_size=32, num_classes=6, num_backgrounds=6, multi=MultiSetConfig(objects=(2, 4), group_size=3, cooccur=0.7, bg_corr=0.6, object_scale=(0.25, 0.4)))
+    cfg = BenchmarkConfig(
+        image_size=32,
+        num_classes=6,
+        num_backgrounds=6,
+        multi=MultiSetConfig(objects=(2, 4), group_size=3, cooccur=0.7, bg_corr=0.6, object_scale=(0.25, 0.4)),
+    )
     scenes = bm.render_multi(np.random.default_rng(1), cfg, 600)
     extra = ~scenes.inst_primary
     rate = scenes.inst_in_group[extra].mean()
@@ -470,10 +496,16 @@ def test_contrast_brightness_saturate_closed_forms():
     hsv = mpl_rgb_to_hsv(f)
     hsv_b = hsv.copy()
     hsv_b[..., 2] = np.clip(hsv[..., 2] + 0.3, 0, 1)
-    assert np.abs(cr.corrupt(x, "brightness", 3, np.random.default_rng(0)) / 255 - mpl_hsv_to_rgb(hsv_b)).max() <= 1 / 255 + 1e-6
+    assert (
+        np.abs(cr.corrupt(x, "brightness", 3, np.random.default_rng(0)) / 255 - mpl_hsv_to_rgb(hsv_b)).max()
+        <= 1 / 255 + 1e-6
+    )
     hsv_s = hsv.copy()
     hsv_s[..., 1] = np.clip(hsv[..., 1] * 5 + 0.1, 0, 1)
-    assert np.abs(cr.corrupt(x, "saturate", 4, np.random.default_rng(0)) / 255 - mpl_hsv_to_rgb(hsv_s)).max() <= 1 / 255 + 1e-6
+    assert (
+        np.abs(cr.corrupt(x, "saturate", 4, np.random.default_rng(0)) / 255 - mpl_hsv_to_rgb(hsv_s)).max()
+        <= 1 / 255 + 1e-6
+    )
 
 
 def test_blurs_preserve_a_constant_image_and_smooth_noise():

@@ -240,7 +240,9 @@ def test_gt_source_uses_the_item_mask_and_needs_one() -> None:
 def test_collated_items_mix_on_the_batch() -> None:
     scenes = make_scenes(n=8, size=32, seed=4)
     per_item = BgMixItem(AugmentSettings(size=32), BackgroundTiles(0.2))
-    batch = default_collate([per_item(_item(scenes.images[i], (scenes.masks[i] * 255).astype(np.uint8), scenes.ids[i])) for i in range(8)])
+    batch = default_collate(
+        [per_item(_item(scenes.images[i], (scenes.masks[i] * 255).astype(np.uint8), scenes.ids[i])) for i in range(8)]
+    )
     assert batch["views"][0].shape == (8, 3, 32, 32) and batch["masks"][1].shape == (8, 1, 32, 32)
     assert batch["bg"].shape == (8, 3, 32, 32) and batch["has_bg"].tolist() == [True] * 8
     torch.manual_seed(0)

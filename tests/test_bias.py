@@ -122,7 +122,10 @@ def test_one_shot_error_rejects_too_few_rows() -> None:
 
 def test_cooccurring_pairs_within_groups() -> None:
     assert cooccurring_pairs([["square", "disk"], ["cross", "triangle", "star"]], CLASSES) == [
-        (0, 1), (2, 3), (2, 4), (3, 4),
+        (0, 1),
+        (2, 3),
+        (2, 4),
+        (3, 4),
     ]
     with pytest.raises(DataError, match=r"\['heart'\]"):
         cooccurring_pairs([["disk", "heart"]], CLASSES)
@@ -174,9 +177,12 @@ def test_contextual_bias_keys_values_and_skipped_pairs() -> None:
     out = contextual_bias(feats, y, [(0, 1), (2, 3), (3, 4)], CLASSES, seeds=5, seed=0)
     # star_vs_cross is skipped: one cross crop only
     assert set(out) == {
-        "bias/disk_vs_square/min_dist", "bias/disk_vs_square/oneshot_error",
-        "bias/triangle_vs_star/min_dist", "bias/triangle_vs_star/oneshot_error",
-        "bias/mean/min_dist", "bias/mean/oneshot_error",
+        "bias/disk_vs_square/min_dist",
+        "bias/disk_vs_square/oneshot_error",
+        "bias/triangle_vs_star/min_dist",
+        "bias/triangle_vs_star/oneshot_error",
+        "bias/mean/min_dist",
+        "bias/mean/oneshot_error",
     }
     z = feats.double() / feats.double().norm(dim=1, keepdim=True)
     assert out["bias/disk_vs_square/min_dist"] == pytest.approx(avg_min_distance(z[y == 0], z[y == 1]), abs=1e-4)

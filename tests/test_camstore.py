@@ -29,8 +29,16 @@ def example() -> dict:
         np.zeros((0, 4), np.float32),
     ]
     return dict(
-        image_ids=IDS, masks=masks, masks_refined=refined, boxes=boxes, checkpoint_sha256="ab" * 32,
-        params={"iters": 10, "expand_res": 2, "crf": True}, image_size=H, iters=10, expand_res=2, crf=True,
+        image_ids=IDS,
+        masks=masks,
+        masks_refined=refined,
+        boxes=boxes,
+        checkpoint_sha256="ab" * 32,
+        params={"iters": 10, "expand_res": 2, "crf": True},
+        image_size=H,
+        iters=10,
+        expand_res=2,
+        crf=True,
     )
 
 
@@ -55,8 +63,14 @@ def test_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(store.read_all("masks"), data["masks"])
     assert [len(b) for b in store.boxes_list()] == [1, 0, 2, 1, 0]
     assert store.attrs == {
-        "schema": CAM_SCHEMA, "checkpoint_sha256": "ab" * 32, "params": data["params"],
-        "image_size": [H, W], "iters": 10, "expand_res": 2, "crf": True, "mask_geometry": "resize-full",
+        "schema": CAM_SCHEMA,
+        "checkpoint_sha256": "ab" * 32,
+        "params": data["params"],
+        "image_size": [H, W],
+        "iters": 10,
+        "expand_res": 2,
+        "crf": True,
+        "mask_geometry": "resize-full",
     }
     assert store.mask_geometry == "resize-full"
     store.close()
@@ -105,8 +119,18 @@ def test_store_without_crf_and_empty_store(tmp_path: Path) -> None:
     assert not store.has_refined and store.attrs["crf"] is False
     with pytest.raises(DataError, match="masks_refined"):
         store.refined_mask("scene_000")
-    write_cam_store(tmp_path / "empty.h5", image_ids=[], masks=np.zeros((0, H, W), np.uint8), boxes=[],
-                    checkpoint_sha256="", params={}, image_size=H, iters=1, expand_res=1, crf=False)
+    write_cam_store(
+        tmp_path / "empty.h5",
+        image_ids=[],
+        masks=np.zeros((0, H, W), np.uint8),
+        boxes=[],
+        checkpoint_sha256="",
+        params={},
+        image_size=H,
+        iters=1,
+        expand_res=1,
+        crf=False,
+    )
     assert len(CamStore(tmp_path / "empty.h5")) == 0
 
 

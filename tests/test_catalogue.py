@@ -100,8 +100,10 @@ class Case:
 def _real(kit: Kit, dataset: str, **extra: Any) -> dict[str, Any]:
     """Params for pretraining MoCo on the real-format copies (one batch of all 24 images: a bad file is met at once)."""
     return deep_update(
-        {"data": {"source": "real", "real": {**kit.real, "root": str(kit.root.parent)}},  # holds every test's folder
-         "pretrain": {"dataset": dataset, "image_size": 32, "batch_size": 24, "moco": {"queue_size": 8}}},
+        {
+            "data": {"source": "real", "real": {**kit.real, "root": str(kit.root.parent)}},  # holds every test's folder
+            "pretrain": {"dataset": dataset, "image_size": 32, "batch_size": 24, "moco": {"queue_size": 8}},
+        },
         extra,
     )
 
@@ -122,8 +124,13 @@ def coco_image(kit: Kit, work: Path, *, workers: int = 0, delete: bool = False) 
         image.write_bytes(image.read_bytes()[:60])  # a PNG cut short
     real = {"multi_images": str(coco / "images"), "multi_train_json": str(coco / "instances_train.json")}
     what = "does not exist" if delete else "cannot be decoded (corrupt or truncated?)"
-    return Case("pretrain", ("--method", "moco"), _real(kit, "multi", data={"real": real}, pretrain={"workers": workers}),
-                str(image), f"error: image file {image} {what}")
+    return Case(
+        "pretrain",
+        ("--method", "moco"),
+        _real(kit, "multi", data={"real": real}, pretrain={"workers": workers}),
+        str(image),
+        f"error: image file {image} {what}",
+    )
 
 
 def folder_image(kit: Kit, work: Path) -> Case:
@@ -133,14 +140,24 @@ def folder_image(kit: Kit, work: Path) -> Case:
     for other in folder.rglob("*.png"):  # keep the 24 training images: one batch
         if not other.name.startswith("single-train-"):
             other.unlink()
-    return Case("pretrain", ("--method", "moco"), _real(kit, "single", data={"real": {"single_root": str(folder)}}),
-                str(image), f"error: image file {image} cannot be decoded")
+    return Case(
+        "pretrain",
+        ("--method", "moco"),
+        _real(kit, "single", data={"real": {"single_root": str(folder)}}),
+        str(image),
+        f"error: image file {image} cannot be decoded",
+    )
 
 
 def folder_missing(kit: Kit, work: Path) -> Case:
     missing = work / "no-such-folder"
-    return Case("pretrain", ("--method", "moco"), _real(kit, "single", data={"real": {"single_root": str(missing)}}),
-                str(missing), f"error: image folder {missing} does not exist")
+    return Case(
+        "pretrain",
+        ("--method", "moco"),
+        _real(kit, "single", data={"real": {"single_root": str(missing)}}),
+        str(missing),
+        f"error: image folder {missing} does not exist",
+    )
 
 
 def coco_json(kit: Kit, work: Path, how: str) -> Case:
@@ -155,7 +172,10 @@ def coco_json(kit: Kit, work: Path, how: str) -> Case:
         ann = raw["annotations"][2]
         ann["bbox"] = [20.0, 20.0, 30.0, 8.0]  # x + w = 50 on a 32 px image
         path.write_text(json.dumps(raw))
-        culprit, expect = f"annotation {ann['id']} (image {ann['image_id']})", "bbox [20.0, 20.0, 30.0, 8.0] (x, y, w, h) lies outside the 32x32 image"
+        culprit, expect = (
+            f"annotation {ann['id']} (image {ann['image_id']})",
+            "bbox [20.0, 20.0, 30.0, 8.0] (x, y, w, h) lies outside the 32x32 image",
+        )
     elif how == "file_name_escapes":
         raw["images"][1]["file_name"] = "../../secret.png"
         path.write_text(json.dumps(raw))
@@ -164,7 +184,10 @@ def coco_json(kit: Kit, work: Path, how: str) -> Case:
         ann = raw["annotations"][4]
         ann["category_id"] = 99
         path.write_text(json.dumps(raw))
-        culprit, expect = f"annotation {ann['id']} (image {ann['image_id']})", "has category_id 99, not among the categories [1, 2, 3, 4, 5, 6, 7, 8]"
+        culprit, expect = (
+            f"annotation {ann['id']} (image {ann['image_id']})",
+            "has category_id 99, not among the categories [1, 2, 3, 4, 5, 6, 7, 8]",
+        )
     real = {"multi_images": str(coco / "images"), "multi_train_json": str(path)}
     return Case("pretrain", ("--method", "moco"), _real(kit, "multi", data={"real": real}), culprit, expect)
 
@@ -177,9 +200,18 @@ def coco_test_categories(kit: Kit, work: Path) -> Case:
     raw["categories"] = [c for c in raw["categories"] if c["id"] != 8]
     raw["annotations"] = [a for a in raw["annotations"] if a["category_id"] != 8]
     path.write_text(json.dumps(raw))
-    real = {"multi_images": str(coco / "images"), "multi_train_json": str(coco / "instances_train.json"), "multi_test_json": str(path)}
-    return Case("lineval", ("--model", "random"), _real(kit, "multi", data={"real": real}),
-                f"{path} (crops) has 7 classes", "the splits of a linear probe must share one class list")
+    real = {
+        "multi_images": str(coco / "images"),
+        "multi_train_json": str(coco / "instances_train.json"),
+        "multi_test_json": str(path),
+    }
+    return Case(
+        "lineval",
+        ("--model", "random"),
+        _real(kit, "multi", data={"real": real}),
+        f"{path} (crops) has 7 classes",
+        "the splits of a linear probe must share one class list",
+    )
 
 
 def cam_store(kit: Kit, work: Path, how: str) -> Case:
@@ -211,11 +243,19 @@ def backbone(kit: Kit, work: Path, stage: str, how: str) -> Case:
         obj = torch.load(good, weights_only=True)
         torch.save({**obj, "arch": "resnet50"}, path)
         # contracam builds what the file says and the weights do not fit; lineval checks pretrain.arch first
-        expect = "do not fit: Error(s) in loading state_dict for ResNet" if stage == "contracam" else "holds architecture 'resnet50', expected 'resnet18'"
+        expect = (
+            "do not fit: Error(s) in loading state_dict for ResNet"
+            if stage == "contracam"
+            else "holds architecture 'resnet50', expected 'resnet18'"
+        )
     else:  # a BYOL model where the MoCo model belongs
         shutil.copy(kit.models / "pretrain-byol" / "backbone.pt", path)
         expect = "was trained with method 'byol', expected 'moco'"
-    args = ("--dataset", "single", "--model", path) if stage == "contracam" else ("--model", "moco", "--models-dir", work / "models")
+    args = (
+        ("--dataset", "single", "--model", path)
+        if stage == "contracam"
+        else ("--model", "moco", "--models-dir", work / "models")
+    )
     return Case(stage, args, {}, str(path), expect)
 
 
@@ -223,11 +263,18 @@ def path_escape(kit: Kit, work: Path) -> Case:
     """A params path that climbs out of ``data.real.root`` (here: the folder above every test's) is refused before any read."""
     escape = "../../../etc/instances.json"
     real = {"multi_images": str(kit.root / "real" / "coco" / "images"), "multi_train_json": escape}
-    return Case("pretrain", ("--method", "moco"), _real(kit, "multi", data={"real": real}),
-                f"'data.real.multi_train_json' = {escape!r}", "points outside 'data.real.root' = ")
+    return Case(
+        "pretrain",
+        ("--method", "moco"),
+        _real(kit, "multi", data={"real": real}),
+        f"'data.real.multi_train_json' = {escape!r}",
+        "points outside 'data.real.root' = ",
+    )
 
 
-def params_case(stage: str, args: tuple[Any, ...], overrides: dict[str, Any], culprit: str, expect: str) -> Callable[[Kit, Path], Case]:
+def params_case(
+    stage: str, args: tuple[Any, ...], overrides: dict[str, Any], culprit: str, expect: str
+) -> Callable[[Kit, Path], Case]:
     return lambda kit, work: Case(stage, args, overrides, culprit, expect)
 
 
@@ -249,23 +296,54 @@ CASES: dict[str, Callable[[Kit, Path], Case]] = {
     "cam-ids-of-another-set": lambda kit, work: cam_store(kit, work, "ids"),
     "cam-truncated": lambda kit, work: cam_store(kit, work, "truncated"),
     # checkpoints
-    **{f"{stage}-backbone-{how}": (lambda s, h: lambda kit, work: backbone(kit, work, s, h))(stage, how)
-       for stage in ("contracam", "lineval") for how in ("truncated", "arch", "method")},
+    **{
+        f"{stage}-backbone-{how}": (lambda s, h: lambda kit, work: backbone(kit, work, s, h))(stage, how)
+        for stage in ("contracam", "lineval")
+        for how in ("truncated", "arch", "method")
+    },
     # params: every stage validates the whole file first
-    "params-unknown-key": params_case("contracam", ("--dataset", "single"), {"lineval": {"l2_weights": 5}},
-                                      "'lineval.l2_weights'", "error: params: unknown key 'lineval.l2_weights' (known keys here:"),
-    "params-wrong-type": params_case("retrain", ("--method", "moco", "--debias", "oacrop"), {"pretrain": {"batch_size": "eight"}},
-                                     "'pretrain.batch_size'", "error: params: 'pretrain.batch_size' must be an integer, got 'eight'"),
-    "params-pmix-above-1": params_case("contracam", ("--dataset", "multi"), {"pmix": 1.5},
-                                       "'pmix'", "error: params: 'pmix' = 1.5 is out of range (must be <= 1.0)"),
-    "params-iters-0": params_case("contracam", ("--dataset", "multi"), {"contracam": {"multi": {"iters": 0}}},
-                                  "'contracam.multi.iters'", "error: params: 'contracam.multi.iters' = 0 is out of range (must be >= 1)"),
+    "params-unknown-key": params_case(
+        "contracam",
+        ("--dataset", "single"),
+        {"lineval": {"l2_weights": 5}},
+        "'lineval.l2_weights'",
+        "error: params: unknown key 'lineval.l2_weights' (known keys here:",
+    ),
+    "params-wrong-type": params_case(
+        "retrain",
+        ("--method", "moco", "--debias", "oacrop"),
+        {"pretrain": {"batch_size": "eight"}},
+        "'pretrain.batch_size'",
+        "error: params: 'pretrain.batch_size' must be an integer, got 'eight'",
+    ),
+    "params-pmix-above-1": params_case(
+        "contracam",
+        ("--dataset", "multi"),
+        {"pmix": 1.5},
+        "'pmix'",
+        "error: params: 'pmix' = 1.5 is out of range (must be <= 1.0)",
+    ),
+    "params-iters-0": params_case(
+        "contracam",
+        ("--dataset", "multi"),
+        {"contracam": {"multi": {"iters": 0}}},
+        "'contracam.multi.iters'",
+        "error: params: 'contracam.multi.iters' = 0 is out of range (must be >= 1)",
+    ),
     "params-image-size-below-the-stem": params_case(
-        "pretrain", ("--method", "moco"), {"pretrain": {"image_size": 16}}, "'pretrain.image_size' = 16",
-        "is too small for 'pretrain.stem' = 'standard', which downsamples 32x to layer4"),
+        "pretrain",
+        ("--method", "moco"),
+        {"pretrain": {"image_size": 16}},
+        "'pretrain.image_size' = 16",
+        "is too small for 'pretrain.stem' = 'standard', which downsamples 32x to layer4",
+    ),
     "params-negative-group-larger-than-the-batch": params_case(
-        "contracam", ("--dataset", "single"), {"contracam": {"single": {"batch_size": 8, "neg_batch": 16}}},
-        "'contracam.single.neg_batch' = 16", "is larger than 'contracam.single.batch_size' = 8"),
+        "contracam",
+        ("--dataset", "single"),
+        {"contracam": {"single": {"batch_size": 8, "neg_batch": 16}}},
+        "'contracam.single.neg_batch' = 16",
+        "is larger than 'contracam.single.batch_size' = 8",
+    ),
 }
 
 
@@ -284,11 +362,17 @@ def test_bad_input_is_one_clear_error(name: str, kit: Kit, tmp_path: Path) -> No
     "stage,argv,message",
     [
         ("pretrain", ["--method", "simclr"], "argument --method: invalid choice: 'simclr' (choose from"),
-        ("retrain", ["--method", "moco", "--debias", "nosuch"], "argument --debias: invalid choice: 'nosuch' (choose from"),
+        (
+            "retrain",
+            ["--method", "moco", "--debias", "nosuch"],
+            "argument --debias: invalid choice: 'nosuch' (choose from",
+        ),
         ("lineval", ["--model", "moco-nosuch"], "argument --model: invalid choice: 'moco-nosuch' (choose from"),
     ],
 )
-def test_unknown_method_debias_or_model_name_is_refused_by_the_command_line(stage: str, argv: list[str], message: str, capsys) -> None:
+def test_unknown_method_debias_or_model_name_is_refused_by_the_command_line(
+    stage: str, argv: list[str], message: str, capsys
+) -> None:
     """The same parser the script runs (argparse exits 2 with its usage line and one error line)."""
     import importlib.util
 
@@ -334,7 +418,9 @@ def test_images_without_a_box_fall_back_to_the_whole_image(kit: Kit, tmp_path: P
     from oacl.train.retrain import retrain_paths, run_retrain
 
     cam = _degenerate_cam(kit, tmp_path, boxes_every=2)
-    metrics = run_retrain(_params(kit), "moco", "oacrop", retrain_paths(tmp_path / "out", "moco", "oacrop"), cam_dir=cam)
+    metrics = run_retrain(
+        _params(kit), "moco", "oacrop", retrain_paths(tmp_path / "out", "moco", "oacrop"), cam_dir=cam
+    )
     assert metrics is not None
     assert metrics["box_rate"] == 0.5  # one epoch over all 48 images, every other one without a box
     assert 0.5 < metrics["box_area"] < 1.0 and np.isfinite(metrics["final_loss"])
@@ -376,7 +462,9 @@ def test_constant_cam_gives_empty_masks_and_no_boxes(kit: Kit, tmp_path: Path, o
         assert store.read_all("masks").max() == 0 and store.read_all("masks_refined").max() == 0
         assert metrics["boxes_per_image"]["cam"] == 0.0 and metrics["boxes_per_image"]["no_box_pct"] == 100.0
         assert metrics["mask_miou_pct"]["soft_cam"] >= 0.0
-    out = run_retrain(_params(kit), "moco", "oacrop", retrain_paths(tmp_path / "out", "moco", "oacrop"), cam_dir=cam / "cam")
+    out = run_retrain(
+        _params(kit), "moco", "oacrop", retrain_paths(tmp_path / "out", "moco", "oacrop"), cam_dir=cam / "cam"
+    )
     assert out is not None and out["box_rate"] == 0.0 and out["box_area"] == 1.0
 
 
@@ -390,20 +478,37 @@ def test_truncated_resume_checkpoint_restarts_the_run(kit: Kit, tmp_path: Path, 
         metrics = run_retrain(_params(kit), "moco", "oacrop", paths, cam_dir=kit.cam)
     assert metrics is not None and metrics["resumed_from_epoch"] == 0 and metrics["epochs"] == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(w.startswith(f"not resuming: checkpoint {paths.cache_dir / 'last.pt'} cannot be read") for w in warnings), warnings
+    assert any(
+        w.startswith(f"not resuming: checkpoint {paths.cache_dir / 'last.pt'} cannot be read") for w in warnings
+    ), warnings
 
 
-@pytest.mark.parametrize("field,value,message", [("method", "byol", "was trained with method 'byol', expected 'moco'"),
-                                                   ("arch", "resnet50", "holds architecture 'resnet50', expected 'resnet18'")])
-def test_resume_checkpoint_of_another_model_is_ignored(tmp_path: Path, caplog, field: str, value: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("method", "byol", "was trained with method 'byol', expected 'moco'"),
+        ("arch", "resnet50", "holds architecture 'resnet50', expected 'resnet18'"),
+    ],
+)
+def test_resume_checkpoint_of_another_model_is_ignored(
+    tmp_path: Path, caplog, field: str, value: str, message: str
+) -> None:
     """The engine's resume step: a checkpoint of another method or architecture is not loaded (the run starts afresh)."""
     from oacl.io.checkpoint import TRAIN_FORMAT, save_checkpoint
     from oacl.models.moco import MoCo
     from oacl.train.engine import _resume_state
 
     model = MoCo("resnet18", "standard", proj_hidden=16, proj_dim=8, queue_size=8)
-    header = {"format": TRAIN_FORMAT, "method": "moco", "arch": "resnet18", "stem": "standard", "epoch": 1,
-              "model": {}, "optimizer": {}, "resume_key": "k"}
+    header = {
+        "format": TRAIN_FORMAT,
+        "method": "moco",
+        "arch": "resnet18",
+        "stem": "standard",
+        "epoch": 1,
+        "model": {},
+        "optimizer": {},
+        "resume_key": "k",
+    }
     path = tmp_path / "last.pt"
     save_checkpoint(path, {**header, field: value})
     with caplog.at_level(logging.WARNING, logger="oacl"):

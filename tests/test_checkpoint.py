@@ -36,8 +36,16 @@ def moco() -> MoCo:
 def _train_ckpt(model, path: Path) -> None:
     save_checkpoint(
         path,
-        {"format": TRAIN_FORMAT, "method": model.name, "arch": model.arch, "stem": model.stem, "epoch": 1,
-         "model": model.state_dict(), "optimizer": {}, "params": {"seed": 0}},
+        {
+            "format": TRAIN_FORMAT,
+            "method": model.name,
+            "arch": model.arch,
+            "stem": model.stem,
+            "epoch": 1,
+            "model": model.state_dict(),
+            "optimizer": {},
+            "params": {"seed": 0},
+        },
     )
 
 

@@ -98,7 +98,13 @@ def test_real_paths_are_joined_to_the_data_root(value, root, expected):
 
 @pytest.mark.parametrize(
     "value,root",
-    [("../outside", ""), ("/etc/passwd", ""), ("../val", "/datasets/coco"), ("/datasets/cocoa/x", "/datasets/coco"), ("..", "/d")],
+    [
+        ("../outside", ""),
+        ("/etc/passwd", ""),
+        ("../val", "/datasets/coco"),
+        ("/datasets/cocoa/x", "/datasets/coco"),
+        ("..", "/d"),
+    ],
 )
 def test_real_paths_that_leave_the_data_root_are_refused(value, root):
     with pytest.raises(ConfigError, match=r"'data\.real\.x' = .* points outside"):
@@ -109,5 +115,7 @@ def test_params_real_paths_are_resolved_when_loaded(tmp_path):
     raw = {"data": {"real": {"root": "/datasets/coco", "multi_images": "train2017", "multi_train_json": ""}}}
     real = load_params(write(tmp_path, raw)).data.real
     assert (real.multi_images, real.multi_train_json) == ("/datasets/coco/train2017", "")
-    with pytest.raises(ConfigError, match=r"'data\.real\.single_root' = '\.\./x' points outside 'data\.real\.root' = '/datasets/coco'"):
+    with pytest.raises(
+        ConfigError, match=r"'data\.real\.single_root' = '\.\./x' points outside 'data\.real\.root' = '/datasets/coco'"
+    ):
         load_params(write(tmp_path, {"data": {"real": {"root": "/datasets/coco", "single_root": "../x"}}}))

@@ -98,8 +98,12 @@ def test_cam_peaks_on_the_object(iters: int) -> None:
 def test_outputs_are_masks_in_unit_range() -> None:
     enc, proj = tiny_resnet(), tiny_projector()
     x, _ = scenes(batch=4)
-    for kwargs in ({"iters": 1}, {"iters": 2, "expand_res": 2}, {"iters": 2, "amp": True, "expand_res": 4},
-                   {"iters": 2, "remove_negative_signal": False, "expand_res": 4}):
+    for kwargs in (
+        {"iters": 1},
+        {"iters": 2, "expand_res": 2},
+        {"iters": 2, "amp": True, "expand_res": 4},
+        {"iters": 2, "remove_negative_signal": False, "expand_res": 4},
+    ):
         cam = contracam(enc, proj, x, **kwargs)
         assert cam.shape == (4, 1, SIZE, SIZE) and cam.dtype == torch.float32
         assert not cam.requires_grad
@@ -247,8 +251,9 @@ def snapshot(m: nn.Module) -> dict:
         "strides": [(n, mod.stride) for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)],
         "requires_grad": [p.requires_grad for p in m.parameters()],
         "training": [mod.training for mod in m.modules()],
-        "hooks": sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) + len(mod._backward_hooks)
-                     for mod in m.modules()),
+        "hooks": sum(
+            len(mod._forward_hooks) + len(mod._forward_pre_hooks) + len(mod._backward_hooks) for mod in m.modules()
+        ),
         "grads": [p.grad for p in m.parameters()],
         "types": [type(mod) for mod in m.modules()],
     }
@@ -405,9 +410,22 @@ def test_classifier_cam_follows_the_class_evidence() -> None:
 
 
 def settings(**over) -> SimpleNamespace:
-    base = dict(batch_size=4, iters=2, expand_res=4, remove_negative_signal=True, neg_batch=0, amp=False,
-                crf=True, crf_iters=5, threshold=0.5, min_component=0.001, box_margin=0.2, min_box_area=0.01,
-                workers=1, seed=0)
+    base = dict(
+        batch_size=4,
+        iters=2,
+        expand_res=4,
+        remove_negative_signal=True,
+        neg_batch=0,
+        amp=False,
+        crf=True,
+        crf_iters=5,
+        threshold=0.5,
+        min_component=0.001,
+        box_margin=0.2,
+        min_box_area=0.01,
+        workers=1,
+        seed=0,
+    )
     base.update(over)
     return SimpleNamespace(**base)
 

@@ -47,7 +47,11 @@ SCRIPT = REPO / "stages" / "contracam.py"
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 BENCH = {
-    "seed": 3, "image_size": 32, "num_classes": 4, "num_backgrounds": 4, "object_scale": [0.45, 0.7],
+    "seed": 3,
+    "image_size": 32,
+    "num_classes": 4,
+    "num_backgrounds": 4,
+    "object_scale": [0.45, 0.7],
     "multi": {"train": 16, "val": 4, "test": 4, "crop_size": 24},
     "single": {"train": 12, "val": 4, "test": 8},
     "shift": {"test": 4, "corruptions": ["fog"], "severities": [1], "styles": ["sketch"]},
@@ -64,7 +68,9 @@ def project(tmp_path_factory) -> Path:
     """A tiny benchmark, a params file, and random MoCo / BYOL backbones (no training)."""
     root = tmp_path_factory.mktemp("contracam")
     generate_benchmark(parse_section(BenchmarkConfig, BENCH), root / "data")
-    pre = parse_section(PretrainConfig, {"moco": {"proj_hidden": 32, "queue_size": 8}, "byol": {"proj_hidden": 32, "pred_hidden": 32}})
+    pre = parse_section(
+        PretrainConfig, {"moco": {"proj_hidden": 32, "queue_size": 8}, "byol": {"proj_hidden": 32, "pred_hidden": 32}}
+    )
     for method in ("moco", "byol"):
         torch.manual_seed(0)
         export_backbone(root / "models" / f"{method}.pt", build_method(method, pre), image_size=32, mean=MEAN, std=STD)
@@ -74,8 +80,18 @@ def project(tmp_path_factory) -> Path:
 
 def run(project: Path, dataset: str, model: Path, out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(SCRIPT), "--dataset", dataset, "--params", str(project / "params.yaml"),
-           "--model", str(model), "--out-dir", str(out)]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--dataset",
+        dataset,
+        "--params",
+        str(project / "params.yaml"),
+        "--model",
+        str(model),
+        "--out-dir",
+        str(out),
+    ]
     return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -167,7 +183,9 @@ def test_missing_or_foreign_backbone_is_one_clear_error(project: Path, tmp_path:
     assert res.stderr.strip().splitlines()[-1].startswith("error: backbone") and "pretrain@moco" in res.stderr
     assert "Traceback" not in res.stderr
     stage = _stage_module()  # the same entry point in-process (saves a second interpreter start)
-    args = stage.parse_args(["--dataset", "single", "--model", str(project / "models" / "byol.pt"), "--out-dir", str(out)])
+    args = stage.parse_args(
+        ["--dataset", "single", "--model", str(project / "models" / "byol.pt"), "--out-dir", str(out)]
+    )
     try:
         with pytest.raises(SystemExit) as exc:
             run_stage(lambda params: stage.main(params, args), str(project / "params.yaml"))
@@ -175,7 +193,9 @@ def test_missing_or_foreign_backbone_is_one_clear_error(project: Path, tmp_path:
         torch.set_num_threads(1)  # stage.main sized torch's thread pool for a whole stage
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: checkpoint " + str(project / "models" / "byol.pt") + " was trained with method 'byol', expected 'moco'"]
+    assert err == [
+        "error: checkpoint " + str(project / "models" / "byol.pt") + " was trained with method 'byol', expected 'moco'"
+    ]
     assert not out.exists()
 
 
@@ -210,7 +230,9 @@ def test_soft_masks_for_several_T_match_separate_runs() -> None:
     model = _tiny_cam_model()
     images = make_scenes(n=6, size=32).images
     many = soft_masks(model, images, iters=[1, 2, 3], batch_size=6, seed=0, mean=MEAN, std=STD)
-    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - torch.tensor(MEAN).view(1, 3, 1, 1)
+    ) / torch.tensor(STD).view(1, 3, 1, 1)
     order = torch.randperm(6, generator=torch.Generator().manual_seed(0)).numpy()
     for t in (1, 2, 3):
         direct = contracam_prepared(model, x[order], iters=t)[:, 0]
@@ -224,7 +246,9 @@ def test_soft_masks_for_several_T_match_separate_runs() -> None:
 
 
 def test_contracam_params_blocks_are_self_contained() -> None:
-    section = parse_section(ContraCAMSection, {"single": {"batch_size": 8}, "ablation": {"iters": [], "neg_batch": []}}, "contracam")
+    section = parse_section(
+        ContraCAMSection, {"single": {"batch_size": 8}, "ablation": {"iters": [], "neg_batch": []}}, "contracam"
+    )
     assert (section.single.iters, section.single.expand_res, section.single.batch_size) == (1, 2, 8)
     assert (section.multi.iters, section.multi.expand_res, section.multi.crf) == (10, 2, True)
     with pytest.raises(ConfigError, match="neg_batch"):

@@ -41,7 +41,9 @@ from oacl.vocab import DATASET_KINDS
 # --------------------------------------------------------------------- helpers
 
 
-def assert_item(item: dict, image: np.ndarray, label: int, boxes: np.ndarray, box_labels: np.ndarray, mask, id: str) -> None:
+def assert_item(
+    item: dict, image: np.ndarray, label: int, boxes: np.ndarray, box_labels: np.ndarray, mask, id: str
+) -> None:
     """``item`` is in the common format and holds exactly these values."""
     h, w = image.shape[:2]
     assert set(item) == {"image", "label", "boxes", "box_labels", "mask", "id"}
@@ -107,9 +109,21 @@ def test_write_set_is_byte_reproducible_without_timestamps(tmp_path: Path, scene
 def test_write_set_extra_attrs_and_empty_boxes(tmp_path: Path, scenes: Scenes) -> None:
     path = tmp_path / "bg.h5"
     n = len(scenes.ids)
-    write_set(path, scenes.images, scenes.ids, scenes.labels, np.zeros_like(scenes.masks), np.zeros((0, 4)), [],
-              np.zeros(n + 1, np.int64), -np.ones(n, np.int64), "single", ["red", "green", "blue"], "only_bg_t",
-              attrs={"variant": "only_bg_t", "severity": 3, "meta": {"a": 1}})
+    write_set(
+        path,
+        scenes.images,
+        scenes.ids,
+        scenes.labels,
+        np.zeros_like(scenes.masks),
+        np.zeros((0, 4)),
+        [],
+        np.zeros(n + 1, np.int64),
+        -np.ones(n, np.int64),
+        "single",
+        ["red", "green", "blue"],
+        "only_bg_t",
+        attrs={"variant": "only_bg_t", "severity": 3, "meta": {"a": 1}},
+    )
     s = open_set(path)
     assert s.info.extra == {"variant": "only_bg_t", "severity": 3, "meta": '{"a": 1}'}
     assert s.boxes.shape == (0, 4) and s.boxes_of(5)[0].shape == (0, 4)
@@ -123,10 +137,24 @@ def test_embedded_items_equal_written(set_path: Path, scenes: Scenes, in_memory:
     assert len(ds) == 8 and ds.classes == ["red", "green", "blue"] and ds.ids == scenes.ids and ds.kind == "multi"
     np.testing.assert_array_equal(ds.labels, scenes.labels)
     for i in range(len(ds)):
-        assert_item(ds[i], scenes.images[i], int(scenes.labels[i]), scenes.boxes_of(i), scenes.box_labels_of(i),
-                    scenes.masks[i], scenes.ids[i])
-    assert_item(ds[-1], scenes.images[7], int(scenes.labels[7]), scenes.boxes_of(7), scenes.box_labels_of(7),
-                scenes.masks[7], scenes.ids[7])
+        assert_item(
+            ds[i],
+            scenes.images[i],
+            int(scenes.labels[i]),
+            scenes.boxes_of(i),
+            scenes.box_labels_of(i),
+            scenes.masks[i],
+            scenes.ids[i],
+        )
+    assert_item(
+        ds[-1],
+        scenes.images[7],
+        int(scenes.labels[7]),
+        scenes.boxes_of(7),
+        scenes.box_labels_of(7),
+        scenes.masks[7],
+        scenes.ids[7],
+    )
     with pytest.raises(IndexError, match="8"):
         ds[8]
 
@@ -167,13 +195,20 @@ def _truncate(path: Path) -> None:
 BAD_SETS = {
     "wrong schema": (lambda p: edit_set(p, "", attrs={"schema": "oacl.set/0"}), "schema is 'oacl.set/0'"),
     "missing dataset": (lambda p: edit_set(p, "masks"), "missing dataset"),
-    "N mismatch": (lambda p: edit_set(p, "labels", np.zeros(7, np.int64)), r"/labels has shape \(7,\), expected \(8,\)"),
+    "N mismatch": (
+        lambda p: edit_set(p, "labels", np.zeros(7, np.int64)),
+        r"/labels has shape \(7,\), expected \(8,\)",
+    ),
     "masks N mismatch": (lambda p: edit_set(p, "masks", np.zeros((7, 32, 32), np.uint8)), "/masks shape"),
     "box_index end": (lambda p: edit_set(p, "box_index", np.arange(9, dtype=np.int64)), "end at M"),
     "box_index decreasing": (
-        lambda p: edit_set(p, "box_index", np.array([0, 2, 1, 3, 4, 6, 7, 10, 12])), "decreases at image 1"),
+        lambda p: edit_set(p, "box_index", np.array([0, 2, 1, 3, 4, 6, 7, 10, 12])),
+        "decreases at image 1",
+    ),
     "box outside image": (
-        lambda p: edit_set(p, "boxes", np.tile(np.float32([[2, 2, 33, 9]]), (12, 1))), r"/boxes\[0\].*outside the 32x32"),
+        lambda p: edit_set(p, "boxes", np.tile(np.float32([[2, 2, 33, 9]]), (12, 1))),
+        r"/boxes\[0\].*outside the 32x32",
+    ),
     "empty box": (lambda p: edit_set(p, "boxes", np.tile(np.float32([[5, 2, 5, 9]]), (12, 1))), "empty or outside"),
     "duplicate ids": (lambda p: edit_set(p, "ids", np.array(["a"] * 8, dtype=h5py.string_dtype())), "'a' appears more"),
     "label out of range": (lambda p: edit_set(p, "labels", np.full(8, 3, np.int64)), r"/labels\[0\] = 3"),
@@ -214,14 +249,50 @@ def test_write_set_refuses_bad_arrays_and_writes_nothing(tmp_path: Path, scenes:
     boxes = scenes.boxes.copy()
     boxes[4, 2] = 40
     with pytest.raises(DataError, match=r"write_set .*bad.h5: /boxes\[4\]"):
-        write_set(path, scenes.images, scenes.ids, scenes.labels, scenes.masks, boxes, scenes.box_labels,
-                  scenes.box_index, scenes.backgrounds, "multi", list(scenes.classes), "x")
+        write_set(
+            path,
+            scenes.images,
+            scenes.ids,
+            scenes.labels,
+            scenes.masks,
+            boxes,
+            scenes.box_labels,
+            scenes.box_index,
+            scenes.backgrounds,
+            "multi",
+            list(scenes.classes),
+            "x",
+        )
     with pytest.raises(DataError, match="kind 'scenes'"):
-        write_set(path, scenes.images, scenes.ids, scenes.labels, scenes.masks, scenes.boxes, scenes.box_labels,
-                  scenes.box_index, scenes.backgrounds, "scenes", list(scenes.classes), "x")
+        write_set(
+            path,
+            scenes.images,
+            scenes.ids,
+            scenes.labels,
+            scenes.masks,
+            scenes.boxes,
+            scenes.box_labels,
+            scenes.box_index,
+            scenes.backgrounds,
+            "scenes",
+            list(scenes.classes),
+            "x",
+        )
     with pytest.raises(DataError, match="0 or 1"):
-        write_set(path, scenes.images, scenes.ids, scenes.labels, scenes.masks * 255, scenes.boxes,
-                  scenes.box_labels, scenes.box_index, scenes.backgrounds, "multi", list(scenes.classes), "x")
+        write_set(
+            path,
+            scenes.images,
+            scenes.ids,
+            scenes.labels,
+            scenes.masks * 255,
+            scenes.boxes,
+            scenes.box_labels,
+            scenes.box_index,
+            scenes.backgrounds,
+            "multi",
+            list(scenes.classes),
+            "x",
+        )
     assert not path.exists() and not list(tmp_path.iterdir())
 
 
@@ -241,8 +312,14 @@ def write_coco(root: Path, scenes: Scenes, *, segmentation: bool = True) -> tupl
         images.append({"id": 100 + i, "file_name": f"{sid}.png", "height": 32, "width": 32})
         for j in range(scenes.box_index[i], scenes.box_index[i + 1]):
             x0, y0, x1, y1 = scenes.boxes[j].tolist()
-            ann = {"id": 1000 + j, "image_id": 100 + i, "category_id": CATEGORY_IDS[scenes.box_labels[j]],
-                   "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(scenes.object_masks[j].sum()), "iscrowd": 0}
+            ann = {
+                "id": 1000 + j,
+                "image_id": 100 + i,
+                "category_id": CATEGORY_IDS[scenes.box_labels[j]],
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": float(scenes.object_masks[j].sum()),
+                "iscrowd": 0,
+            }
             if segmentation and j % 2:
                 ann["segmentation"] = [[x0, y0, x1, y0, x1, y1, x0, y1]]
             elif segmentation:
@@ -309,24 +386,53 @@ def _edit_json(key: str, fn):
         raw = json.loads(ann.read_text())
         fn(raw[key] if key else raw)
         ann.write_text(json.dumps(raw))
+
     return spoil
 
 
 BAD_COCO = {
     "bad json": (lambda ann, images: ann.write_text(ann.read_text()[:-7]), "not valid JSON", "instances.json"),
-    "missing key": (_edit_json("", lambda raw: raw.pop("categories")), r"lacks key\(s\) \['categories'\]", "instances.json"),
-    "annotation without bbox": (_edit_json("annotations", lambda a: a[2].pop("bbox")), r"annotations\[2\] lacks", "instances.json"),
+    "missing key": (
+        _edit_json("", lambda raw: raw.pop("categories")),
+        r"lacks key\(s\) \['categories'\]",
+        "instances.json",
+    ),
+    "annotation without bbox": (
+        _edit_json("annotations", lambda a: a[2].pop("bbox")),
+        r"annotations\[2\] lacks",
+        "instances.json",
+    ),
     "box outside image": (
-        _edit_json("annotations", lambda a: a[1].update(bbox=[20, 3, 15, 4])), "outside the 32x32 image", "annotation 1001 (image 101)"),
-    "negative box": (_edit_json("annotations", lambda a: a[0].update(bbox=[2, 3, -1, 4])), "negative", "annotation 1000"),
+        _edit_json("annotations", lambda a: a[1].update(bbox=[20, 3, 15, 4])),
+        "outside the 32x32 image",
+        "annotation 1001 (image 101)",
+    ),
+    "negative box": (
+        _edit_json("annotations", lambda a: a[0].update(bbox=[2, 3, -1, 4])),
+        "negative",
+        "annotation 1000",
+    ),
     "unknown category": (
-        _edit_json("annotations", lambda a: a[4].update(category_id=9)), "category_id 9", "annotation 1004 (image 103)"),
+        _edit_json("annotations", lambda a: a[4].update(category_id=9)),
+        "category_id 9",
+        "annotation 1004 (image 103)",
+    ),
     "unknown image": (_edit_json("annotations", lambda a: a[0].update(image_id=77)), "image id not in", "image 77"),
     "duplicate file_name": (
-        _edit_json("images", lambda im: im[1].update(file_name=im[0]["file_name"])), "used by more than one", "scene-000"),
-    "images not a list": (_edit_json("", lambda raw: raw.update(images={})), "'images' must be a list", "instances.json"),
+        _edit_json("images", lambda im: im[1].update(file_name=im[0]["file_name"])),
+        "used by more than one",
+        "scene-000",
+    ),
+    "images not a list": (
+        _edit_json("", lambda raw: raw.update(images={})),
+        "'images' must be a list",
+        "instances.json",
+    ),
     "rle size": (
-        _edit_json("annotations", lambda a: a[0]["segmentation"].update(size=[16, 32])), "RLE size", "annotation 1000"),
+        _edit_json("annotations", lambda a: a[0]["segmentation"].update(size=[16, 32])),
+        "RLE size",
+        "annotation 1000",
+    ),
 }
 
 
@@ -495,10 +601,12 @@ def test_background_challenge_layout(tmp_path: Path, scenes: Scenes) -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_v2_transforms_keep_mask_image_and_boxes_aligned(set_path: Path, seed: int) -> None:
     torch.manual_seed(seed)
-    tf = v2.Compose([
-        v2.RandomResizedCrop(24, scale=(0.3, 1.0), interpolation=InterpolationMode.NEAREST),
-        v2.RandomHorizontalFlip(0.5),
-    ])
+    tf = v2.Compose(
+        [
+            v2.RandomResizedCrop(24, scale=(0.3, 1.0), interpolation=InterpolationMode.NEAREST),
+            v2.RandomHorizontalFlip(0.5),
+        ]
+    )
     ds = EmbeddedSet(set_path, transform=tf)
     for i in range(len(ds)):
         item = ds[i]
@@ -512,7 +620,10 @@ def test_v2_transforms_keep_mask_image_and_boxes_aligned(set_path: Path, seed: i
         # every object pixel lies inside a transformed box (1 px slack for rounding)
         inside = np.zeros((24, 24), bool)
         for x0, y0, x1, y1 in item["boxes"].tolist():
-            inside[max(int(np.floor(y0)) - 1, 0) : int(np.ceil(y1)) + 1, max(int(np.floor(x0)) - 1, 0) : int(np.ceil(x1)) + 1] = True
+            inside[
+                max(int(np.floor(y0)) - 1, 0) : int(np.ceil(y1)) + 1,
+                max(int(np.floor(x0)) - 1, 0) : int(np.ceil(x1)) + 1,
+            ] = True
         assert not (mask.astype(bool) & ~inside).any()
         assert item["label"] == int(ds.labels[i]) and item["id"] == ds.ids[i]
         assert tuple(item["boxes"].canvas_size) == (24, 24)
@@ -607,10 +718,19 @@ def write_awkward_files(folder: Path) -> dict[str, tuple[np.ndarray, float]]:
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
     Image.fromarray(rgb).save(folder / "png_inside.JPEG", format="PNG")
     Image.fromarray(grey.astype(np.uint16) * 257 + 100).save(folder / "grey16.png")  # mode I;16
-    with Image.open(folder / "cmyk.jpg") as im, Image.open(folder / "png_inside.JPEG") as png, Image.open(folder / "grey16.png") as g16:
+    with (
+        Image.open(folder / "cmyk.jpg") as im,
+        Image.open(folder / "png_inside.JPEG") as png,
+        Image.open(folder / "grey16.png") as g16,
+    ):
         assert im.mode == "CMYK" and "adobe" in im.info and png.format == "PNG" and g16.mode.startswith("I;16")
     as_rgb = np.repeat(grey[..., None], 3, axis=2)
-    return {"grey.jpg": (as_rgb, 3.0), "cmyk.jpg": (rgb, 3.0), "png_inside.JPEG": (rgb, 0.0), "grey16.png": (as_rgb, 0.0)}
+    return {
+        "grey.jpg": (as_rgb, 3.0),
+        "cmyk.jpg": (rgb, 3.0),
+        "png_inside.JPEG": (rgb, 0.0),
+        "grey16.png": (as_rgb, 0.0),
+    }
 
 
 @pytest.mark.parametrize("kind", ["imagefolder", "bgchallenge", "coco"])
@@ -633,7 +753,9 @@ def test_real_files_of_any_colour_mode_decode_to_rgb_uint8(tmp_path: Path, kind:
         name = next(n for n in files if Path(n).stem == Path(item["id"]).stem)
         expected, tol = files[name]
         image = item["image"]
-        assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and tuple(image.shape) == (3, 12, 20), name
+        assert (
+            isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and tuple(image.shape) == (3, 12, 20)
+        ), name
         got = image.permute(1, 2, 0).numpy().astype(int)
         assert np.abs(got - expected).mean() <= tol, name
         if name.startswith("grey"):

@@ -177,8 +177,15 @@ def test_closures_are_narrow() -> None:
         assert not {f for f in ran if f.startswith(("src/oacl/train/", "src/oacl/augment/", "src/oacl/cam/"))}, stage
         assert "src/oacl/models/moco.py" not in ran, stage
     assert files("report") <= {
-        "stages/report.py", "src/oacl/__init__.py", "src/oacl/report.py", "src/oacl/cli.py", "src/oacl/config.py",
-        "src/oacl/errors.py", "src/oacl/vocab.py", "src/oacl/io/__init__.py", "src/oacl/io/atomic.py",
+        "stages/report.py",
+        "src/oacl/__init__.py",
+        "src/oacl/report.py",
+        "src/oacl/cli.py",
+        "src/oacl/config.py",
+        "src/oacl/errors.py",
+        "src/oacl/vocab.py",
+        "src/oacl/io/__init__.py",
+        "src/oacl/io/atomic.py",
     }
     assert not {f for f in files("retrain@moco-bgmix") if f.startswith("src/oacl/eval/")}
 
@@ -216,7 +223,10 @@ def test_a_new_import_without_its_dep_is_named(tmp_path: Path) -> None:
     ("source", "expected"),
     [
         ("import oacl.eval.linear", {"src/oacl/__init__.py", "src/oacl/eval/__init__.py", "src/oacl/eval/linear.py"}),
-        ("from oacl.eval import linear", {"src/oacl/__init__.py", "src/oacl/eval/__init__.py", "src/oacl/eval/linear.py"}),
+        (
+            "from oacl.eval import linear",
+            {"src/oacl/__init__.py", "src/oacl/eval/__init__.py", "src/oacl/eval/linear.py"},
+        ),
         ("from oacl.vocab import METHODS", {"src/oacl/__init__.py", "src/oacl/vocab.py"}),
         ("def f():\n    from oacl import perf\n", {"src/oacl/__init__.py", "src/oacl/perf.py"}),
         ("import numpy, os", set()),
@@ -234,7 +244,9 @@ def test_project_code_imports_checkpoint_functions_from_their_module() -> None:
     for path in [*(REPO / "src").rglob("*.py"), *(REPO / "stages").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "oacl.io" and node.level == 0:
-                offenders.append(f"{path.relative_to(REPO)}: from oacl.io import {', '.join(a.name for a in node.names)}")
+                offenders.append(
+                    f"{path.relative_to(REPO)}: from oacl.io import {', '.join(a.name for a in node.names)}"
+                )
             if isinstance(node, ast.Attribute) and node.attr in ("load_backbone", "load_encoder_projector"):
                 if isinstance(node.value, ast.Attribute) and node.value.attr == "io":
                     offenders.append(f"{path.relative_to(REPO)}: oacl.io.{node.attr}")

@@ -32,10 +32,23 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "stages" / "detect.py"
 
 DETECT = {
-    "steps": 2, "batch_size": 4, "warmup_steps": 1, "image_size": 64, "fpn_channels": 32, "box_head_dim": 64,
-    "mask_head_layers": 1, "mask_head_channels": 16, "rois_per_image": 32, "rpn_pre_nms_train": 100,
-    "rpn_post_nms_train": 50, "rpn_pre_nms_test": 50, "rpn_post_nms_test": 30, "detections_per_image": 20,
-    "eval_batch": 8, "plot_images": 3, "threads": 1,
+    "steps": 2,
+    "batch_size": 4,
+    "warmup_steps": 1,
+    "image_size": 64,
+    "fpn_channels": 32,
+    "box_head_dim": 64,
+    "mask_head_layers": 1,
+    "mask_head_channels": 16,
+    "rois_per_image": 32,
+    "rpn_pre_nms_train": 100,
+    "rpn_post_nms_train": 50,
+    "rpn_pre_nms_test": 50,
+    "rpn_post_nms_test": 30,
+    "detections_per_image": 20,
+    "eval_batch": 8,
+    "plot_images": 3,
+    "threads": 1,
 }
 
 
@@ -84,14 +97,27 @@ def test_stage_script_end_to_end(tmp_path: Path, data_root: Path, models_dir: Pa
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"data": {"root": str(data_root)}, "detect": DETECT}))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(SCRIPT), "--model", "moco", "--params", str(params), "--out-dir", str(tmp_path / "art"), "--models-dir", str(models_dir)]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--model",
+        "moco",
+        "--params",
+        str(params),
+        "--out-dir",
+        str(tmp_path / "art"),
+        "--models-dir",
+        str(models_dir),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "art" / "metrics" / "detect-moco.json").read_text())["steps"] == DETECT["steps"]
     assert (tmp_path / "art" / "plots" / "detect-moco" / "predictions.png").is_file()
 
 
-def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path: Path, data_root: Path, models_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_missing_checkpoint_is_one_line_and_exit_2(
+    tmp_path: Path, data_root: Path, models_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"data": {"root": str(data_root)}, "detect": DETECT}))
     paths = DetectPaths.under(tmp_path / "art", "byol")
@@ -104,7 +130,9 @@ def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path: Path, data_root: Pa
 
 
 def test_backbone_of_another_arch_is_rejected(tmp_path: Path, data_root: Path, models_dir: Path) -> None:
-    params = parse_section(Params, {"data": {"root": str(data_root)}, "pretrain": {"arch": "resnet50"}, "detect": DETECT})
+    params = parse_section(
+        Params, {"data": {"root": str(data_root)}, "pretrain": {"arch": "resnet50"}, "detect": DETECT}
+    )
     with pytest.raises(CheckpointError, match="architecture 'resnet18', expected 'resnet50'"):
         run_detect(params, "moco", DetectPaths.under(tmp_path, "moco"), models_dir=models_dir, progress=False)
     assert not (tmp_path / "metrics").exists()
@@ -114,8 +142,11 @@ def test_class_count_mismatch_in_the_json_is_rejected(tmp_path: Path) -> None:
     root = tmp_path / "data"
     write_coco_split(root / "multi", "train", make_scenes(n=8, size=32))
     write_coco_split(
-        root / "multi", "test", make_scenes(n=8, size=32, seed=1),
-        category_ids=[1, 2, 3, 4], names=["red", "green", "blue", "pink"],
+        root / "multi",
+        "test",
+        make_scenes(n=8, size=32, seed=1),
+        category_ids=[1, 2, 3, 4],
+        names=["red", "green", "blue", "pink"],
     )
     with pytest.raises(DataError, match="instances_test.json has 4 categories"):
         run_detect(make_params(root), "random", DetectPaths.under(tmp_path, "random"), progress=False)

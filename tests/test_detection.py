@@ -46,17 +46,32 @@ torch.set_num_threads(1)
 
 # Small enough for a step in a fraction of a second on 32 px images.
 TINY = DetectConfig(
-    steps=2, batch_size=4, warmup_steps=1, image_size=64, fpn_channels=32, box_head_dim=64,
-    mask_head_layers=1, mask_head_channels=16, rois_per_image=32, rpn_pre_nms_train=100,
-    rpn_post_nms_train=50, rpn_pre_nms_test=50, rpn_post_nms_test=30, detections_per_image=20,
-    eval_batch=8, plot_images=4, threads=1,
+    steps=2,
+    batch_size=4,
+    warmup_steps=1,
+    image_size=64,
+    fpn_channels=32,
+    box_head_dim=64,
+    mask_head_layers=1,
+    mask_head_channels=16,
+    rois_per_image=32,
+    rpn_pre_nms_train=100,
+    rpn_post_nms_train=50,
+    rpn_pre_nms_test=50,
+    rpn_post_nms_test=30,
+    detections_per_image=20,
+    eval_batch=8,
+    plot_images=4,
+    threads=1,
 )
 
 
 # ------------------------------------------------------------------------ fixtures
 
 
-def coco_json(scenes: Scenes, *, category_ids: Sequence[int] | None = None, names: Sequence[str] | None = None) -> dict[str, Any]:
+def coco_json(
+    scenes: Scenes, *, category_ids: Sequence[int] | None = None, names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """COCO instances of ``scenes``: one annotation per object, RLE masks, image ids 1..N."""
     cats = list(category_ids or range(1, len(scenes.classes) + 1))
     names = list(names or scenes.classes)
@@ -68,11 +83,17 @@ def coco_json(scenes: Scenes, *, category_ids: Sequence[int] | None = None, name
             x0, y0, x1, y1 = (float(v) for v in scenes.boxes[k])
             rle = mask_utils.encode(np.asfortranarray(scenes.object_masks[k]))
             rle["counts"] = rle["counts"].decode("ascii")
-            anns.append({
-                "id": len(anns) + 1, "image_id": i + 1, "category_id": cats[int(scenes.box_labels[k])],
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(scenes.object_masks[k].sum()),
-                "iscrowd": 0, "segmentation": rle,
-            })
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": cats[int(scenes.box_labels[k])],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": float(scenes.object_masks[k].sum()),
+                    "iscrowd": 0,
+                    "segmentation": rle,
+                }
+            )
     categories = [{"id": c, "name": n, "supercategory": "shape"} for c, n in zip(cats, names)]
     return {"images": images, "annotations": anns, "categories": categories}
 
@@ -114,12 +135,14 @@ def oracle_outputs(scenes: Scenes) -> list[dict[str, torch.Tensor]]:
     outs = []
     for i in range(len(scenes.ids)):
         lo, hi = scenes.box_index[i], scenes.box_index[i + 1]
-        outs.append({
-            "boxes": torch.from_numpy(scenes.boxes[lo:hi].copy()),
-            "labels": torch.from_numpy(scenes.box_labels[lo:hi] + 1),
-            "scores": torch.linspace(0.9, 0.8, hi - lo),
-            "masks": torch.from_numpy(np.stack(scenes.object_masks[lo:hi])).float()[:, None],
-        })
+        outs.append(
+            {
+                "boxes": torch.from_numpy(scenes.boxes[lo:hi].copy()),
+                "labels": torch.from_numpy(scenes.box_labels[lo:hi] + 1),
+                "scores": torch.linspace(0.9, 0.8, hi - lo),
+                "masks": torch.from_numpy(np.stack(scenes.object_masks[lo:hi])).float()[:, None],
+            }
+        )
     return outs
 
 
@@ -161,7 +184,9 @@ def test_box_at_iou_062_counts_for_ap50_not_ap75() -> None:
     """One 10 x 10 object, one prediction shifted to IoU 0.62: matched at IoU .50, .55, .60 → AP 30."""
     payload = {
         "images": [{"id": 1, "file_name": "a", "height": 32, "width": 32}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10.0, 10.0, 10.0, 10.0], "area": 100.0, "iscrowd": 0}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10.0, 10.0, 10.0, 10.0], "area": 100.0, "iscrowd": 0}
+        ],
         "categories": [{"id": 1, "name": "x"}],
     }
     gt = load_gt(payload)
@@ -188,7 +213,12 @@ def test_coco_ap_equals_pycocotools_on_a_hand_made_prediction_set(scenes: Scenes
         masks = out["masks"][keep].clone()
         masks[:, :, ::7, ::7] = 1 - masks[:, :, ::7, ::7]  # a grid of wrong pixels
         scores = torch.from_numpy(rng.random(len(labels))).float()
-        dup = {"boxes": boxes[:1] + 3, "labels": labels[:1], "scores": scores[:1] * 0.5, "masks": masks[:1]}  # a duplicate
+        dup = {
+            "boxes": boxes[:1] + 3,
+            "labels": labels[:1],
+            "scores": scores[:1] * 0.5,
+            "masks": masks[:1],
+        }  # a duplicate
         for o in ({"boxes": boxes, "labels": labels, "scores": scores, "masks": masks}, dup):
             b, s = detections_to_coco(o, i + 1, [1, 2, 3], masks=True)
             bbox += b
@@ -235,7 +265,9 @@ def test_detection_set_items_carry_the_instances(coco_split: tuple[Path, Path], 
 
 
 def test_class_count_mismatch_between_json_and_set_file_is_an_error(tmp_path: Path, scenes: Scenes) -> None:
-    js, h5 = write_coco_split(tmp_path, "train", scenes, category_ids=[1, 2, 3, 4], names=["red", "green", "blue", "pink"])
+    js, h5 = write_coco_split(
+        tmp_path, "train", scenes, category_ids=[1, 2, 3, 4], names=["red", "green", "blue", "pink"]
+    )
     with pytest.raises(DataError, match="4 categories .* 3 classes"):
         DetectionSet(js, h5)
 
@@ -345,7 +377,9 @@ class _NanModel(nn.Module):
 
 
 def test_a_diverging_run_stops_with_one_clear_error(coco_split: tuple[Path, Path]) -> None:
-    with pytest.raises(ConfigError, match=r"diverged at step 2 of 2 \(loss_box_reg nan, loss_classifier 0\.\d+\); lower 'detect.lr'"):
+    with pytest.raises(
+        ConfigError, match=r"diverged at step 2 of 2 \(loss_box_reg nan, loss_classifier 0\.\d+\); lower 'detect.lr'"
+    ):
         finetune(_NanModel(), DetectionSet(*coco_split), TINY)
 
 
@@ -388,7 +422,9 @@ def test_exported_backbone_loads_with_its_normalisation_and_bad_files_fail(tmp_p
     moco = MoCo("resnet18", "standard", proj_hidden=32, proj_dim=8, queue_size=16)
     path = tmp_path / "pretrain-moco" / "backbone.pt"
     export_backbone(path, moco, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    net, mean, std, source = load_variant_backbone("moco", models_dir=tmp_path, arch="resnet18", stem="standard", seed=0)
+    net, mean, std, source = load_variant_backbone(
+        "moco", models_dir=tmp_path, arch="resnet18", stem="standard", seed=0
+    )
     assert torch.equal(net.layer4[1].conv2.weight, moco.encoder.layer4[1].conv2.weight)
     assert mean == (0.5, 0.5, 0.5) and std == (0.25, 0.25, 0.25) and source == str(path)
     with pytest.raises(CheckpointError, match="architecture 'resnet18', expected 'resnet50'"):

@@ -59,8 +59,17 @@ def test_contracam_store_is_byte_identical_across_runs_and_crf_workers(tmp_path:
     backbone = export_tiny_backbone(tmp_path / "backbone.pt")
     block = {"contracam": {"ablation": {"images": 8, "iters": [1, 2], "neg_batch": [4]}}}
     outs = {
-        name: _run("contracam", tmp_path, name, data, {"contracam": {"multi": {"workers": w}}, **block},
-                   "--dataset", "multi", "--model", backbone)
+        name: _run(
+            "contracam",
+            tmp_path,
+            name,
+            data,
+            {"contracam": {"multi": {"workers": w}}, **block},
+            "--dataset",
+            "multi",
+            "--model",
+            backbone,
+        )
         for name, w in (("a", 1), ("b", 1), ("two_workers", 2))
     }
     stores = {name: (out / "cam" / "multi.h5").read_bytes() for name, out in outs.items()}

@@ -20,7 +20,9 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     from oacl.models.moco import MoCo
     from oacl.train.engine import TrainSettings, train
@@ -31,7 +33,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     # Helpers: gather in rank order; shuffle then unshuffle is the identity.
     x = torch.arange(6, dtype=torch.float32).view(3, 2) + 100 * rank
     gathered = odist.all_gather_cat(x)
-    assert torch.equal(gathered, torch.cat([torch.arange(6, dtype=torch.float32).view(3, 2) + 100 * r for r in range(world)]))
+    assert torch.equal(
+        gathered, torch.cat([torch.arange(6, dtype=torch.float32).view(3, 2) + 100 * r for r in range(world)])
+    )
     shuffled, inverse = odist.shuffle_across_ranks(x)
     assert torch.equal(odist.unshuffle_across_ranks(shuffled, inverse), x)
 

@@ -53,8 +53,13 @@ def test_bad_settings(kw) -> None:
 def test_tiny_run_logs_and_checkpoints(tmp_path: Path) -> None:
     seen: list[EpochRecord] = []
     result = train(
-        tiny_moco(), Items(), VIEWS, SETTINGS, checkpoint_path=tmp_path / "last.pt",
-        on_epoch_end=lambda r, res: seen.append(r), progress=False,
+        tiny_moco(),
+        Items(),
+        VIEWS,
+        SETTINGS,
+        checkpoint_path=tmp_path / "last.pt",
+        on_epoch_end=lambda r, res: seen.append(r),
+        progress=False,
     )
     assert [r.epoch for r in seen] == [1, 2]
     assert result.steps_per_epoch == 2 and len(result.step_losses) == 4
@@ -72,12 +77,23 @@ def _kill_after_first_epoch(record: EpochRecord, result: TrainResult) -> None:
         raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("make", [tiny_moco, lambda: (torch.manual_seed(0), BYOL("resnet18", proj_hidden=32, proj_dim=16, pred_hidden=32))[1]])
+@pytest.mark.parametrize(
+    "make",
+    [tiny_moco, lambda: (torch.manual_seed(0), BYOL("resnet18", proj_hidden=32, proj_dim=16, pred_hidden=32))[1]],
+)
 def test_resume_ends_with_the_same_weights(tmp_path: Path, make) -> None:
     full = train(make(), Items(), VIEWS, SETTINGS, checkpoint_path=tmp_path / "a.pt", resume_key="k", progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train(make(), Items(), VIEWS, SETTINGS, checkpoint_path=tmp_path / "b.pt", resume_key="k",
-              on_epoch_end=_kill_after_first_epoch, progress=False)
+        train(
+            make(),
+            Items(),
+            VIEWS,
+            SETTINGS,
+            checkpoint_path=tmp_path / "b.pt",
+            resume_key="k",
+            on_epoch_end=_kill_after_first_epoch,
+            progress=False,
+        )
     resumed = train(make(), Items(), VIEWS, SETTINGS, checkpoint_path=tmp_path / "b.pt", resume_key="k", progress=False)
     assert resumed.resumed_from_epoch == 1
     assert resumed.step_losses == full.step_losses

@@ -51,8 +51,18 @@ def write_params(path: Path, data_root: Path, **extra: Any) -> Path:
 
 def stage(name: str, model: str, params: Path, out: Path, models: Path) -> subprocess.CompletedProcess:
     """``PYTHONPATH=src python stages/<name>.py --model ...`` as dvc.yaml runs it."""
-    cmd = [sys.executable, str(REPO / "stages" / f"{name}.py"), "--model", model, "--params", str(params),
-           "--out-dir", str(out), "--models-dir", str(models)]
+    cmd = [
+        sys.executable,
+        str(REPO / "stages" / f"{name}.py"),
+        "--model",
+        model,
+        "--params",
+        str(params),
+        "--out-dir",
+        str(out),
+        "--models-dir",
+        str(models),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -74,8 +84,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     generate_benchmark(parse_section(BenchmarkConfig, bench), root / "data")
     torch.manual_seed(1)  # seed 0 would give the random variant's weights (same init order)
     moco = MoCo("resnet18", "standard", proj_hidden=32, proj_dim=8, queue_size=16)
-    export_backbone(root / "models" / "pretrain-moco" / "backbone.pt", moco, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
-    return {"root": root, "data": root / "data", "models": root / "models", "params": write_params(root / "params.yaml", root / "data")}
+    export_backbone(
+        root / "models" / "pretrain-moco" / "backbone.pt", moco, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
+    return {
+        "root": root,
+        "data": root / "data",
+        "models": root / "models",
+        "params": write_params(root / "params.yaml", root / "data"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -163,4 +180,6 @@ def test_shift_refuses_heads_of_another_backbone(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(paths.heads) in err[0], err
     assert not paths.metrics.exists() and not paths.details.exists() and not paths.plots_dir.exists()
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["eval/lineval-moco/heads.pt"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "eval/lineval-moco/heads.pt"
+    ]

@@ -36,8 +36,18 @@ TINY = {
 def _run(tmp: Path, params: dict) -> subprocess.CompletedProcess:
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(SCRIPT), "--params", str(tmp / "params.yaml"), "--out-data", str(tmp / "data"),
-           "--out-plots", str(tmp / "plots"), "--out-metrics", str(tmp / "metrics" / "generate.json")]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--params",
+        str(tmp / "params.yaml"),
+        "--out-data",
+        str(tmp / "data"),
+        "--out-plots",
+        str(tmp / "plots"),
+        "--out-metrics",
+        str(tmp / "metrics" / "generate.json"),
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -49,7 +59,11 @@ def test_stage_writes_data_sheets_and_metrics(tmp_path):
     data = tmp_path / "data"
     assert not (data / "stale.h5").exists()  # the whole tree is replaced
     assert (data / "benchmark.json").is_file() and (data / "multi" / "instances_test.json").is_file()
-    assert sorted(p.name for p in (data / "shift").iterdir()) == ["jpeg_compression-2.h5", "jpeg_compression-4.h5", "sketch.h5"]
+    assert sorted(p.name for p in (data / "shift").iterdir()) == [
+        "jpeg_compression-2.h5",
+        "jpeg_compression-4.h5",
+        "sketch.h5",
+    ]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
     metrics = json.loads((tmp_path / "metrics" / "generate.json").read_text())
     meta = json.loads((data / "benchmark.json").read_text())
@@ -90,8 +104,16 @@ def test_failure_midway_keeps_the_old_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage, "generate_benchmark", boom)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
-    args = stage.parse_args(["--out-data", str(tmp_path / "data"), "--out-plots", str(tmp_path / "plots"),
-                             "--out-metrics", str(tmp_path / "m.json")])
+    args = stage.parse_args(
+        [
+            "--out-data",
+            str(tmp_path / "data"),
+            "--out-plots",
+            str(tmp_path / "plots"),
+            "--out-metrics",
+            str(tmp_path / "m.json"),
+        ]
+    )
     with pytest.raises(RuntimeError, match="killed"):
         stage.main(load_params(tmp_path / "params.yaml"), args)
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["old.txt"]

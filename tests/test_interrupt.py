@@ -72,12 +72,16 @@ def test_pretrain_killed_after_an_epoch_resumes_to_the_same_backbone(tmp_path: P
     out = tmp_path / "out"
     last = out / "cache" / "pretrain-moco" / "last.pt"
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(stage_cmd("pretrain", *args, "--out-dir", out), cwd=REPO, env=stage_env(), stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            stage_cmd("pretrain", *args, "--out-dir", out), cwd=REPO, env=stage_env(), stdout=log, stderr=log
+        )
         try:
             deadline = time.monotonic() + 240
             while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert proc.poll() is None, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-2000:]
+            assert proc.poll() is None, (
+                "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-2000:]
+            )
             assert last.exists(), "no epoch checkpoint within the time limit"
             proc.send_signal(signal.SIGKILL)
         finally:
@@ -123,7 +127,9 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_tiny_backbone(tmp_path_factory.mktemp("backbone") / "backbone.pt")
 
 
-def test_contracam_killed_mid_export_leaves_no_store_and_reruns_identically(tmp_path: Path, data: Path, backbone: Path) -> None:
+def test_contracam_killed_mid_export_leaves_no_store_and_reruns_identically(
+    tmp_path: Path, data: Path, backbone: Path
+) -> None:
     params = params_file(tmp_path / "params.yaml", data)
     args = ("--dataset", "single", "--params", params, "--model", backbone)
 

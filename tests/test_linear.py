@@ -27,7 +27,9 @@ from oacl.eval.linear import (
 torch.set_num_threads(1)
 
 
-def blobs(n: int, k: int = 5, d: int = 24, spread: float = 3.0, seed: int = 0, scale: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    n: int, k: int = 5, d: int = 24, spread: float = 3.0, seed: int = 0, scale: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
     """k overlapping Gaussian classes in d dims (centres fixed by seed 99), features shifted and scaled unevenly."""
     centres = np.random.default_rng(99).normal(size=(k, d))
     rng = np.random.default_rng(seed)
@@ -91,16 +93,22 @@ def test_fit_matches_sklearn_solution(splits, lam: float) -> None:
     clf = LogisticRegression(C=1.0 / (len(y) * lam), max_iter=10000, tol=1e-10).fit(z.numpy(), y)
     # W is identifiable (the penalty fixes the softmax shift); b only up to a common constant.
     np.testing.assert_allclose(w.numpy(), clf.coef_, atol=2e-4 * max(1.0, np.abs(clf.coef_).max()))
-    np.testing.assert_allclose((b - b.mean()).numpy(), clf.intercept_ - clf.intercept_.mean(), atol=2e-4 * max(1.0, np.abs(clf.intercept_).max()))
+    np.testing.assert_allclose(
+        (b - b.mean()).numpy(),
+        clf.intercept_ - clf.intercept_.mean(),
+        atol=2e-4 * max(1.0, np.abs(clf.intercept_).max()),
+    )
     assert 0 < iters <= 2000
 
 
 def test_separable_data_known_answer() -> None:
     # Class k lives at +4 on axis k: a linear head must get everything right.
     rng = np.random.default_rng(0)
+
     def make(n):
         y = np.arange(n) % 3
         return (np.eye(3)[y] * 4 + 0.3 * rng.normal(size=(n, 3))).astype(np.float32), y
+
     res = linear_eval(*make(60), *make(30), *make(30), num_l2=9)
     assert res["top1"] == 100.0 and res["val_top1"] == 100.0 and res["per_class"] == [100.0] * 3
     head = res["head"]
@@ -144,7 +152,9 @@ def test_linear_eval_rejects_bad_inputs(splits) -> None:
 def test_float64_is_kept_and_results_agree(splits) -> None:
     r32 = linear_eval(*splits["train"], *splits["val"], *splits["test"], l2_values=[0.01], max_iter=300)
     x64 = [torch.from_numpy(splits[s][0]).double() for s in ("train", "val", "test")]
-    r64 = linear_eval(x64[0], splits["train"][1], x64[1], splits["val"][1], x64[2], splits["test"][1], l2_values=[0.01], max_iter=300)
+    r64 = linear_eval(
+        x64[0], splits["train"][1], x64[1], splits["val"][1], x64[2], splits["test"][1], l2_values=[0.01], max_iter=300
+    )
     assert r64["head"].weight.dtype == torch.float64 and r32["head"].weight.dtype == torch.float32
     assert abs(r32["top1"] - r64["top1"]) <= 0.5
 
@@ -153,7 +163,9 @@ def test_heads_file_round_trip_and_errors(tmp_path: Path, splits) -> None:
     res = linear_eval(*splits["train"], *splits["val"], *splits["test"], num_l2=3)
     path = tmp_path / "eval" / "heads.pt"
     classes = [f"c{i}" for i in range(5)]
-    save_heads(path, {"variant": "moco", "backbone_digest": "abc", "original": {"head": res["head"], "classes": classes}})
+    save_heads(
+        path, {"variant": "moco", "backbone_digest": "abc", "original": {"head": res["head"], "classes": classes}}
+    )
     head, obj = load_heads(path)
     assert obj["variant"] == "moco" and obj["original"]["classes"] == classes
     x = torch.from_numpy(splits["test"][0])

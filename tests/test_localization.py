@@ -77,12 +77,14 @@ def block_cam(size: int, *blocks: tuple[int, int, int, int]) -> np.ndarray:
 def test_max_box_acc_v2_by_hand() -> None:
     s = 32
     gt = [np.array([[4, 4, 11, 11]])] * 4  # inclusive 8 x 8 box
-    cams = np.stack([
-        block_cam(s, (4, 4, 12, 12)),  # est. box (4, 4, 12, 12): IoU 64 / 81 = 0.79
-        block_cam(s, (20, 20, 28, 28)),  # elsewhere: IoU 0
-        block_cam(s, (4, 4, 12, 12), (20, 20, 28, 28)),  # two contours, one right: counts (any box)
-        block_cam(s, (8, 4, 16, 12)),  # shifted by 4: est. (8, 4, 16, 12), inter 4 x 8 = 32,
-    ])                                  # union 64 + 81 - 32 = 113: IoU 0.283 -> wrong at 30 too
+    cams = np.stack(
+        [
+            block_cam(s, (4, 4, 12, 12)),  # est. box (4, 4, 12, 12): IoU 64 / 81 = 0.79
+            block_cam(s, (20, 20, 28, 28)),  # elsewhere: IoU 0
+            block_cam(s, (4, 4, 12, 12), (20, 20, 28, 28)),  # two contours, one right: counts (any box)
+            block_cam(s, (8, 4, 16, 12)),  # shifted by 4: est. (8, 4, 16, 12), inter 4 x 8 = 32,
+        ]
+    )  # union 64 + 81 - 32 = 113: IoU 0.283 -> wrong at 30 too
     acc = max_box_acc_v2(cams, gt)
     assert acc == {30: 50.0, 50: 50.0, 70: 50.0, "mean": 50.0}
     shifted = np.stack([block_cam(s, (6, 4, 14, 12))])  # inter 6 x 8 = 48, union 64 + 81 - 48 = 97: 0.495

@@ -22,9 +22,7 @@ def _info_nce_loop(q, k, queue, t, mask=None) -> float:
     for b in range(q.shape[0]):
         pos = math.exp(float(q[b] @ k[b]) / t)
         neg = sum(
-            math.exp(float(q[b] @ queue[j]) / t)
-            for j in range(queue.shape[0])
-            if mask is None or not bool(mask[b, j])
+            math.exp(float(q[b] @ queue[j]) / t) for j in range(queue.shape[0]) if mask is None or not bool(mask[b, j])
         )
         total += -math.log(pos / (pos + neg))
     return total / q.shape[0]
@@ -132,7 +130,9 @@ def test_mean_pairwise_cosine_matches_loop() -> None:
         lambda: info_nce(torch.zeros(2, 3), torch.zeros(3, 3), torch.zeros(4, 3), 0.2),
         lambda: info_nce(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4, 5), 0.2),
         lambda: info_nce(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4, 3), 0.0),
-        lambda: info_nce(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4, 3), 0.2, self_mask=torch.zeros(2, 3, dtype=torch.bool)),
+        lambda: info_nce(
+            torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(4, 3), 0.2, self_mask=torch.zeros(2, 3, dtype=torch.bool)
+        ),
         lambda: byol_loss(torch.zeros(2, 3), torch.zeros(2, 4)),
         lambda: mean_pairwise_cosine(torch.zeros(1, 3)),
     ],

@@ -39,7 +39,9 @@ def test_resnet50_width() -> None:
     assert build_backbone("resnet50").layer4[-1].conv3.out_channels == 2048
 
 
-@pytest.mark.parametrize("call", [lambda: build_backbone("vgg"), lambda: build_backbone("resnet18", "tiny"), lambda: mlp_head(4, 0, 2)])
+@pytest.mark.parametrize(
+    "call", [lambda: build_backbone("vgg"), lambda: build_backbone("resnet18", "tiny"), lambda: mlp_head(4, 0, 2)]
+)
 def test_bad_backbone_arguments(call) -> None:
     with pytest.raises(ValueError):
         call()
@@ -106,7 +108,9 @@ def test_moco_gradients_reach_queries_only() -> None:
     out = model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), torch.arange(4))
     out["loss"].backward()
     assert all(p.grad is not None for p in model.online_parameters())
-    assert all(p.grad is None and not p.requires_grad for p in [*model.encoder_k.parameters(), *model.projector_k.parameters()])
+    assert all(
+        p.grad is None and not p.requires_grad for p in [*model.encoder_k.parameters(), *model.projector_k.parameters()]
+    )
     assert model.encoder is model.encoder_q and model.projector is model.projector_q
     assert 0.0 <= float(out["inst_acc"]) <= 1.0
 

@@ -90,7 +90,10 @@ def test_second_repro_is_a_no_op(project):
         ("src/oacl/report.py", {"report"}),
         ("src/oacl/eval/linear.py", {"lineval@*", "shift@*"}),
         ("src/oacl/augment/bgmix.py", {"retrain@*"}),
-        ("src/oacl/models/backbones.py", {"pretrain@*", "contracam@*", "retrain@*", "lineval@*", "shift@*", "detect@*"}),
+        (
+            "src/oacl/models/backbones.py",
+            {"pretrain@*", "contracam@*", "retrain@*", "lineval@*", "shift@*", "detect@*"},
+        ),
     ],
 )
 def test_a_code_change_reruns_exactly_the_stages_that_import_it(project, changed, expected):
@@ -160,8 +163,13 @@ def test_pmix_experiment_reruns_only_the_bgmix_branch(project):
     res = dvc(project, "exp", "run", "-S", "pmix=0.3")
     ran = {line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {
-        "retrain@moco-bgmix", "retrain@byol-bgmix", "lineval@moco-bgmix", "lineval@byol-bgmix",
-        "shift@moco-bgmix", "shift@byol-bgmix", "report",
+        "retrain@moco-bgmix",
+        "retrain@byol-bgmix",
+        "lineval@moco-bgmix",
+        "lineval@byol-bgmix",
+        "shift@moco-bgmix",
+        "shift@byol-bgmix",
+        "report",
     }, ran
     diff = json.loads(dvc(project, "metrics", "diff", "--json").stdout)
     changed = {path for path, keys in diff.items() if any(v.get("diff") not in (None, 0) for v in keys.values())}

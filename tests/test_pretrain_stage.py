@@ -34,8 +34,13 @@ TINY = {
 def data_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     for i, (rel, kind) in enumerate(
-        [("multi/train.h5", "multi"), ("multi/crops_train.h5", "crops"), ("multi/crops_val.h5", "crops"),
-         ("single/train.h5", "single"), ("single/val.h5", "single")]
+        [
+            ("multi/train.h5", "multi"),
+            ("multi/crops_train.h5", "crops"),
+            ("multi/crops_val.h5", "crops"),
+            ("single/train.h5", "single"),
+            ("single/val.h5", "single"),
+        ]
     ):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         write_scenes(root / rel, make_scenes(n=16, size=32, seed=i), kind=kind, name=rel)
@@ -55,8 +60,21 @@ def _params_file(tmp_path: Path, data_root: Path, extra: dict | None = None) -> 
 def _run_stage(params: Path, out: Path, method: str = "moco") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, str(REPO / "stages" / "pretrain.py"), "--method", method, "--params", str(params), "--out-dir", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "stages" / "pretrain.py"),
+            "--method",
+            method,
+            "--params",
+            str(params),
+            "--out-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -100,7 +118,9 @@ def test_killed_run_resumes(tmp_path: Path, data_root: Path) -> None:
 
 
 def test_queue_larger_than_half_the_data_is_refused(tmp_path: Path, data_root: Path) -> None:
-    proc = _run_stage(_params_file(tmp_path, data_root, {"pretrain": {"moco": {"epochs": 1, "queue_size": 17}}}), tmp_path / "a")
+    proc = _run_stage(
+        _params_file(tmp_path, data_root, {"pretrain": {"moco": {"epochs": 1, "queue_size": 17}}}), tmp_path / "a"
+    )
     assert proc.returncode == 2
     assert "'pretrain.moco.queue_size' = 17 is more than half of the 32 training images" in proc.stderr
 
@@ -127,7 +147,11 @@ def test_bad_params_stop_the_stage_before_work(tmp_path: Path, data_root: Path) 
 
 @pytest.mark.slow
 def test_stage_under_torchrun(tmp_path: Path, data_root: Path) -> None:
-    params = _params_file(tmp_path, data_root, {"pretrain": {"nproc": 2, "knn_every": 0, "moco": {"epochs": 1, "queue_size": 16, "proj_hidden": 32}}})
+    params = _params_file(
+        tmp_path,
+        data_root,
+        {"pretrain": {"nproc": 2, "knn_every": 0, "moco": {"epochs": 1, "queue_size": 16, "proj_hidden": 32}}},
+    )
     proc = _run_stage(params, tmp_path / "art")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "art" / "metrics" / "pretrain-moco.json").read_text())

@@ -47,7 +47,11 @@ def metrics() -> dict:
             "images": 256,
             "base": {"refined_miou_pct": 40.0, "soft_miou_pct": 35.0},
             "without_nsr": {"refined_miou_pct": 30.0, "soft_miou_pct": 28.0},
-            "iters": {"1": {"refined_miou_pct": 35.0}, "5": {"refined_miou_pct": 40.5}, "10": {"refined_miou_pct": 40.0}},
+            "iters": {
+                "1": {"refined_miou_pct": 35.0},
+                "5": {"refined_miou_pct": 40.5},
+                "10": {"refined_miou_pct": 40.0},
+            },
         },
         "contracam-multi": {"mask_miou_pct": {"refined": 40.0, "soft_cam": 35.0, "gaussian": 30.0, "ones": 17.0}},
     }
@@ -106,9 +110,23 @@ def test_stage_writes_report_summary_and_charts(tmp_path, metrics):
     params.write_text("pmix: 0.4\n")
     out = tmp_path / "report.md"
     res = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "report.py"), "--params", str(params), "--metrics-dir", str(mdir),
-         "--out", str(out), "--summary", str(mdir / "report.json"), "--plots", str(tmp_path / "plots")],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            str(REPO / "stages" / "report.py"),
+            "--params",
+            str(params),
+            "--metrics-dir",
+            str(mdir),
+            "--out",
+            str(out),
+            "--summary",
+            str(mdir / "report.json"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert res.returncode == 0, res.stderr
     assert "## Claims" in out.read_text()

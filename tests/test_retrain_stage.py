@@ -76,8 +76,20 @@ def _run_stage(tmp_path: Path, raw: dict, debias: str, cam: Path, out: Path) -> 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(REPO / "stages" / "retrain.py"), "--method", "moco", "--debias", debias,
-           "--params", str(params), "--out-dir", str(out), "--cam-dir", str(cam)]
+    cmd = [
+        sys.executable,
+        str(REPO / "stages" / "retrain.py"),
+        "--method",
+        "moco",
+        "--debias",
+        debias,
+        "--params",
+        str(params),
+        "--out-dir",
+        str(out),
+        "--cam-dir",
+        str(cam),
+    ]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -124,7 +136,9 @@ def test_id_missing_from_the_cam_file_stops_before_work(tmp_path: Path, tiny: tu
     _write_cam(cam / "multi.h5", make_scenes(n=N, size=SIZE, seed=10), drop=1)
     params = parse_section(Params, _params(root))
     paths = retrain_paths(tmp_path / "a", "moco", "oacrop")
-    with pytest.raises(DataError, match=r"multi\.h5: 1 of the data set's 16 image ids are not in the CAM store \(first: 'scene-015'\)"):
+    with pytest.raises(
+        DataError, match=r"multi\.h5: 1 of the data set's 16 image ids are not in the CAM store \(first: 'scene-015'\)"
+    ):
         run_retrain(params, "moco", "oacrop", paths, cam_dir=cam)
     assert not (tmp_path / "a").exists()
 
@@ -142,7 +156,9 @@ def test_gt_and_mix_variants_need_no_cam_file(tmp_path: Path, tiny: tuple[Path, 
     root, _ = tiny
     params = parse_section(Params, _params(root))
     for debias in ("hardmix_gt", "cutmix"):
-        metrics = run_retrain(params, "moco", debias, retrain_paths(tmp_path / "a", "moco", debias), cam_dir=tmp_path / "none")
+        metrics = run_retrain(
+            params, "moco", debias, retrain_paths(tmp_path / "a", "moco", debias), cam_dir=tmp_path / "none"
+        )
         assert metrics is not None and metrics["debias"] == debias and 0 < metrics["mix_rate"] <= 1
 
 

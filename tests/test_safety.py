@@ -46,7 +46,9 @@ def unsafe_calls(source: str) -> list[tuple[int, str]]:
             found.append((node.lineno, f"{name} (use yaml.safe_load)"))
         elif name.startswith(("pickle.", "dill.", "marshal.")) and name.split(".")[-1] in ("load", "loads"):
             arg = node.args[0] if node.args else None
-            if not (isinstance(arg, ast.Call) and _dotted(arg.func).endswith(".dumps")):  # an in-memory round trip is fine
+            if not (
+                isinstance(arg, ast.Call) and _dotted(arg.func).endswith(".dumps")
+            ):  # an in-memory round trip is fine
                 found.append((node.lineno, f"{name} (unpickling data from outside)"))
         elif name in ("np.load", "numpy.load") and any(
             kw.arg == "allow_pickle" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False)

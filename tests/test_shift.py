@@ -34,8 +34,12 @@ def test_bg_metrics_gap_arithmetic() -> None:
     acc = {"original": 90.0, "only_fg": 70.25, "mixed_same": 80.0, "mixed_rand": 60.5, "mixed_next": 55.0}
     out = bg_metrics(acc)
     assert out == {
-        "bg/original/top1": 90.0, "bg/only_fg/top1": 70.25, "bg/mixed_same/top1": 80.0,
-        "bg/mixed_rand/top1": 60.5, "bg/mixed_next/top1": 55.0, "bg_gap": 19.5,
+        "bg/original/top1": 90.0,
+        "bg/only_fg/top1": 70.25,
+        "bg/mixed_same/top1": 80.0,
+        "bg/mixed_rand/top1": 60.5,
+        "bg/mixed_next/top1": 55.0,
+        "bg_gap": 19.5,
     }
     assert bg_metrics({"mixed_same": 40.0, "mixed_rand": 52.5})["bg_gap"] == -12.5  # a negative gap is kept
     assert "bg_gap" not in bg_metrics({"original": 90.0, "mixed_same": 80.0})  # needs both mixed variants
@@ -53,9 +57,14 @@ def test_parse_shift_name() -> None:
 def test_shift_metrics_keys_and_family_means() -> None:
     acc = {"fog-1": 50.0, "fog-3": 70.0, "fog-5": 30.0, "defocus_blur-2": 10.0, "sketch": 20.0, "rendition": 33.0}
     assert shift_metrics(acc) == {
-        "shift/fog/1/top1": 50.0, "shift/fog/3/top1": 70.0, "shift/fog/5/top1": 30.0, "shift/fog/mean/top1": 50.0,
-        "shift/defocus_blur/2/top1": 10.0, "shift/defocus_blur/mean/top1": 10.0,
-        "shift/sketch/top1": 20.0, "shift/rendition/top1": 33.0,
+        "shift/fog/1/top1": 50.0,
+        "shift/fog/3/top1": 70.0,
+        "shift/fog/5/top1": 30.0,
+        "shift/fog/mean/top1": 50.0,
+        "shift/defocus_blur/2/top1": 10.0,
+        "shift/defocus_blur/mean/top1": 10.0,
+        "shift/sketch/top1": 20.0,
+        "shift/rendition/top1": 33.0,
     }
     assert shift_metrics({}) == {}
 
@@ -99,17 +108,32 @@ def test_trial_subsets_sizes_determinism_and_seeds() -> None:
 
 def test_split_details_sends_per_severity_and_per_pair_keys_to_details() -> None:
     everything = {
-        "bg/original/top1": 90.0, "bg/original/top1_std": 1.0, "bg/mixed_rand/top1": 60.0, "bg_gap": 20.0, "bg_gap_std": 2.0,
-        "shift/fog/3/top1": 40.0, "shift/fog/3/top1_std": 4.0, "shift/fog/5/top1": 30.0,
-        "shift/fog/mean/top1": 35.0, "shift/fog/mean/top1_std": 3.0, "shift/sketch/top1": 20.0,
-        "bias/disk_vs_square/min_dist": 0.5, "bias/disk_vs_square/oneshot_error": 10.0,
-        "bias/mean/min_dist": 0.5, "bias/mean/oneshot_error": 10.0,
-        "trials": 3, "bg_test_images": 16, "shift_test_images": 8,
+        "bg/original/top1": 90.0,
+        "bg/original/top1_std": 1.0,
+        "bg/mixed_rand/top1": 60.0,
+        "bg_gap": 20.0,
+        "bg_gap_std": 2.0,
+        "shift/fog/3/top1": 40.0,
+        "shift/fog/3/top1_std": 4.0,
+        "shift/fog/5/top1": 30.0,
+        "shift/fog/mean/top1": 35.0,
+        "shift/fog/mean/top1_std": 3.0,
+        "shift/sketch/top1": 20.0,
+        "bias/disk_vs_square/min_dist": 0.5,
+        "bias/disk_vs_square/oneshot_error": 10.0,
+        "bias/mean/min_dist": 0.5,
+        "bias/mean/oneshot_error": 10.0,
+        "trials": 3,
+        "bg_test_images": 16,
+        "shift_test_images": 8,
     }
     metrics, details = split_details(everything)
     assert set(details) == {
-        "shift/fog/3/top1", "shift/fog/3/top1_std", "shift/fog/5/top1",
-        "bias/disk_vs_square/min_dist", "bias/disk_vs_square/oneshot_error",
+        "shift/fog/3/top1",
+        "shift/fog/3/top1_std",
+        "shift/fog/5/top1",
+        "bias/disk_vs_square/min_dist",
+        "bias/disk_vs_square/oneshot_error",
     }
     assert set(metrics) == set(everything) - set(details)
     assert {**metrics, **details} == everything  # nothing lost, values untouched
@@ -155,7 +179,10 @@ def test_fit_trial_heads_on_separable_features() -> None:
 def test_accuracies_and_class_checks() -> None:
     head = LinearHead(weight=torch.eye(2), bias=torch.zeros(2), mean=torch.zeros(2), std=torch.ones(2), l2=1.0)
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]])
-    assert accuracies(head, {"a": (x, torch.tensor([0, 1, 0, 0])), "b": (x[:2], torch.tensor([1, 0]))}) == {"a": 75.0, "b": 0.0}
+    assert accuracies(head, {"a": (x, torch.tensor([0, 1, 0, 0])), "b": (x[:2], torch.tensor([1, 0]))}) == {
+        "a": 75.0,
+        "b": 0.0,
+    }
     with pytest.raises(ValueError, match=r"'bad' has label 2, the head has 2 classes"):
         accuracies(head, {"bad": (x[:1], torch.tensor([2]))})
     ok = SimpleNamespace(name="ok.h5", classes=["a", "b"])

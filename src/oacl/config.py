@@ -131,7 +131,9 @@ class BenchmarkConfig:
     image_size: int = spec(64, ge=16, le=1024, doc="side of every image, px")
     num_classes: int = spec(8, ge=2, le=10, doc="object classes (shape families)")
     num_backgrounds: int = spec(8, ge=2, le=10, doc="background scene families (>= num_classes)")
-    object_scale: tuple[float, float] = spec((0.35, 0.65), gt=0.0, le=1.0, doc="object size / image side (single-object sets)")
+    object_scale: tuple[float, float] = spec(
+        (0.35, 0.65), gt=0.0, le=1.0, doc="object size / image side (single-object sets)"
+    )
     multi: MultiSetConfig = field(default_factory=MultiSetConfig)
     single: SingleSetConfig = field(default_factory=SingleSetConfig)
     shift: ShiftSetConfig = field(default_factory=ShiftSetConfig)
@@ -172,7 +174,14 @@ class RealDataConfig:
     shift_root: str = spec("", doc="shift test sets as image folders <dir>/<name>/<class>/*")
 
     def __post_init__(self) -> None:
-        for name in ("multi_images", "multi_train_json", "multi_test_json", "single_root", "single_masks", "shift_root"):
+        for name in (
+            "multi_images",
+            "multi_train_json",
+            "multi_test_json",
+            "single_root",
+            "single_masks",
+            "shift_root",
+        ):
             value = getattr(self, name)
             if value:
                 object.__setattr__(self, name, contained_path(value, self.root, f"data.real.{name}"))
@@ -194,11 +203,15 @@ class MocoConfig:
     """MoCo v2 settings (``pretrain.moco``); the paper's values unless the doc says why not."""
 
     epochs: int = spec(4, ge=1, doc="passes over the training set (sized to the pipeline's CPU budget)")
-    base_lr: float = spec(0.24, gt=0.0, doc="SGD lr = base_lr x global batch / 256 (paper 0.03 for 200 epochs; 0.24 learns more in a few)")
+    base_lr: float = spec(
+        0.24, gt=0.0, doc="SGD lr = base_lr x global batch / 256 (paper 0.03 for 200 epochs; 0.24 learns more in a few)"
+    )
     weight_decay: float = spec(1e-4, ge=0.0)
     warmup_epochs: int = spec(0, ge=0, doc="linear warm-up before the cosine decay")
     temperature: float = spec(0.2, gt=0.0, doc="InfoNCE temperature (MoCo v2: 0.2)")
-    momentum: float = spec(0.99, ge=0.0, le=1.0, doc="key-encoder EMA; paper 0.999 (a ~1000-step lag: too slow for a run of ~600 steps)")
+    momentum: float = spec(
+        0.99, ge=0.0, le=1.0, doc="key-encoder EMA; paper 0.999 (a ~1000-step lag: too slow for a run of ~600 steps)"
+    )
     queue_size: int = spec(1024, ge=1, doc="negatives; at most half the training set (checked; paper 65536 on COCO)")
     proj_hidden: int = spec(0, ge=0, doc="projector hidden width; 0 = the backbone's feature width (MoCo v2)")
     proj_dim: int = spec(128, ge=1)
@@ -222,11 +235,17 @@ class ByolConfig:
 class PretrainConfig:
     """Vanilla self-supervised pretraining (stages ``pretrain@moco``, ``pretrain@byol``)."""
 
-    dataset: Literal["multi", "single", "both"] = spec("both", doc="training set: multi-object, single-object ORIGINAL, or their union")
+    dataset: Literal["multi", "single", "both"] = spec(
+        "both", doc="training set: multi-object, single-object ORIGINAL, or their union"
+    )
     arch: Literal["resnet18", "resnet50"] = "resnet18"
-    stem: Literal["standard", "s1", "cifar"] = spec("standard", doc="standard: 7x7/2 + maxpool; s1: conv1 stride 1; cifar: 3x3/1, no maxpool")
+    stem: Literal["standard", "s1", "cifar"] = spec(
+        "standard", doc="standard: 7x7/2 + maxpool; s1: conv1 stride 1; cifar: 3x3/1, no maxpool"
+    )
     image_size: int = spec(0, ge=0, le=1024, doc="side of the views, px; 0 = the embedded images' side")
-    crop_scale: tuple[float, float] = spec((0.08, 1.0), gt=0.0, le=1.0, doc="RandomResizedCrop area range (paper 0.08-1)")
+    crop_scale: tuple[float, float] = spec(
+        (0.08, 1.0), gt=0.0, le=1.0, doc="RandomResizedCrop area range (paper 0.08-1)"
+    )
     batch_size: int = spec(128, ge=2, doc="global batch, all processes together")
     sgd_momentum: float = spec(0.9, ge=0.0, lt=1.0)
     seed: int = spec(0, ge=0)
@@ -256,12 +275,16 @@ class ContraCAMConfig:
     iters: int = spec(10, ge=1, le=100, doc="T, iterations of the iterative ContraCAM (paper: 10 for boxes)")
     expand_res: Literal[1, 2, 4] = spec(2, doc="layer4 (x2) / also layer3 (x4) first-block stride 1 at inference")
     remove_negative_signal: bool = spec(True, doc="clamp the channel weights at 0 (NSR, paper Eq. 2)")
-    neg_batch: int = spec(0, ge=0, doc="random negative groups of this size inside a batch (paper Table 10); 0 = the whole batch")
+    neg_batch: int = spec(
+        0, ge=0, doc="random negative groups of this size inside a batch (paper Table 10); 0 = the whole batch"
+    )
     amp: bool = spec(True, doc="fast path: bf16 backbone with folded BN (binarized masks agree with fp32, IoU >= 0.95)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     crf: bool = spec(True, doc="dense CRF (pydensecrf defaults) before binarising; else threshold the soft CAM")
     crf_iters: int = spec(5, ge=1, le=50)
-    threshold: float = spec(0.5, gt=0.0, lt=1.0, doc="binarisation of the CRF foreground probability (or of the soft CAM)")
+    threshold: float = spec(
+        0.5, gt=0.0, lt=1.0, doc="binarisation of the CRF foreground probability (or of the soft CAM)"
+    )
     min_component: float = spec(0.001, ge=0.0, lt=1.0, doc="drop connected components up to this fraction of the image")
     box_margin: float = spec(0.2, ge=0.0, le=1.0, doc="box margin per side, fraction of the box side")
     min_box_area: float = spec(0.01, ge=0.0, lt=1.0, doc="drop contour boxes under this fraction of the image")
@@ -270,7 +293,9 @@ class ContraCAMConfig:
 
     def __post_init__(self) -> None:
         if self.neg_batch == 1:
-            raise ConfigError("params: 'neg_batch' = 1 is invalid in a contracam block (0 = whole batch, else >= 2: an image needs a negative)")
+            raise ConfigError(
+                "params: 'neg_batch' = 1 is invalid in a contracam block (0 = whole batch, else >= 2: an image needs a negative)"
+            )
 
 
 @dataclass(frozen=True)
@@ -338,12 +363,20 @@ class DetectConfig:
     weight_decay: float = spec(1e-4, ge=0.0)
     warmup_steps: int = spec(20, ge=0, doc="linear warm-up from lr/10 to lr, then cosine decay to 0")
     clip_grad: float = spec(10.0, ge=0.0, doc="max global gradient L2 norm; 0 = no clipping")
-    image_size: int = spec(128, ge=16, le=2048, doc="shorter image side inside the detector (min_size), px; 64 px images are upscaled")
+    image_size: int = spec(
+        128, ge=16, le=2048, doc="shorter image side inside the detector (min_size), px; 64 px images are upscaled"
+    )
     max_size: int = spec(0, ge=0, le=4096, doc="cap of the longer side (max_size), px; 0 = image_size x 1333 / 800")
     flip: bool = spec(True, doc="random horizontal flip of the training images")
-    anchor_sizes: tuple[int, ...] = spec(default_factory=lambda: (8, 16, 32, 64, 128), ge=1, doc="anchor side per FPN level P2-P6, px at detector scale (5 values)")
+    anchor_sizes: tuple[int, ...] = spec(
+        default_factory=lambda: (8, 16, 32, 64, 128),
+        ge=1,
+        doc="anchor side per FPN level P2-P6, px at detector scale (5 values)",
+    )
     fpn_channels: int = spec(128, ge=8, le=1024, doc="torchvision 256; 128 halves a step here")
-    rpn_pre_nms_train: int = spec(300, ge=1, doc="RPN proposals kept per FPN level before NMS, training (torchvision 2000)")
+    rpn_pre_nms_train: int = spec(
+        300, ge=1, doc="RPN proposals kept per FPN level before NMS, training (torchvision 2000)"
+    )
     rpn_post_nms_train: int = spec(150, ge=1, doc="RPN proposals per image after NMS, training (torchvision 2000)")
     rpn_pre_nms_test: int = spec(150, ge=1, doc="as rpn_pre_nms_train, at test (torchvision 1000)")
     rpn_post_nms_test: int = spec(100, ge=1, doc="as rpn_post_nms_train, at test (torchvision 1000)")
@@ -351,7 +384,11 @@ class DetectConfig:
     box_head_dim: int = spec(1024, ge=8, doc="width of the two-layer box head")
     mask_head_layers: int = spec(4, ge=1, le=8, doc="3x3 convs of the mask head (torchvision 4)")
     mask_head_channels: int = spec(128, ge=8, le=1024, doc="torchvision 256")
-    detections_per_image: int = spec(30, ge=1, doc="kept per test image (COCOeval scores up to 100; scenes hold <= 4 objects); each costs a mask-head pass")
+    detections_per_image: int = spec(
+        30,
+        ge=1,
+        doc="kept per test image (COCOeval scores up to 100; scenes hold <= 4 objects); each costs a mask-head pass",
+    )
     eval_images: int = spec(0, ge=0, doc="test images scored (the first n); 0 = all")
     eval_batch: int = spec(16, ge=1, doc="images per inference batch")
     plot_images: int = spec(8, ge=1, le=64, doc="test images in predictions.png")
@@ -380,10 +417,22 @@ class LinevalConfig:
     amp: bool = spec(False, doc="bf16 autocast for feature extraction")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_l2: int = spec(45, ge=1, le=1000, doc="l2 weights on the path (paper: 45)")
-    l2_range: tuple[float, float] = spec((1e-6, 1e5), gt=0.0, doc="smallest and largest l2 weight, log-spaced between (paper: 1e-6, 1e5)")
-    max_iter: int = spec(30, ge=1, le=100000, doc="L-BFGS iterations per l2 weight (warm-started from the previous one; 100: 2-3x slower, top-1 within 0.8)")
+    l2_range: tuple[float, float] = spec(
+        (1e-6, 1e5), gt=0.0, doc="smallest and largest l2 weight, log-spaced between (paper: 1e-6, 1e5)"
+    )
+    max_iter: int = spec(
+        30,
+        ge=1,
+        le=100000,
+        doc="L-BFGS iterations per l2 weight (warm-started from the previous one; 100: 2-3x slower, top-1 within 0.8)",
+    )
     seed: int = spec(0, ge=0, doc="the random-init control backbone; real data: the held-out validation split")
-    val_fraction: float = spec(0.1, gt=0.0, lt=0.5, doc="real data without a validation split: fraction of the training images held out to choose l2")
+    val_fraction: float = spec(
+        0.1,
+        gt=0.0,
+        lt=0.5,
+        doc="real data without a validation split: fraction of the training images held out to choose l2",
+    )
 
     def __post_init__(self) -> None:
         lo, hi = self.l2_range
@@ -395,17 +444,30 @@ class LinevalConfig:
 class ShiftConfig:
     """Background and distribution shift, contextual bias (stages ``shift@<variant>``; paper Tables 7, 8, 24, D.2)."""
 
-    trials: int = spec(1, ge=1, le=100, doc="1: score the lineval ORIGINAL head; n > 1: n heads re-fitted on seeded subsamples, mean and std")
-    subsample: float = spec(0.8, gt=0.0, le=1.0, doc="fraction of ORIGINAL train each trial's head is fitted on (trials > 1)")
+    trials: int = spec(
+        1,
+        ge=1,
+        le=100,
+        doc="1: score the lineval ORIGINAL head; n > 1: n heads re-fitted on seeded subsamples, mean and std",
+    )
+    subsample: float = spec(
+        0.8, gt=0.0, le=1.0, doc="fraction of ORIGINAL train each trial's head is fitted on (trials > 1)"
+    )
     seed: int = spec(0, ge=0, doc="trial t draws its subsample with seed + t; also the 1-shot supports and t-SNE")
-    bias_seeds: int = spec(5, ge=1, le=1000, doc="1-shot binary classification error averaged over this many draws (paper: 5)")
-    bias_pairs: tuple[str, ...] = spec(default_factory=tuple, doc="co-occurring class pairs 'a+b'; empty: the groups in <data.root>/benchmark.json")
+    bias_seeds: int = spec(
+        5, ge=1, le=1000, doc="1-shot binary classification error averaged over this many draws (paper: 5)"
+    )
+    bias_pairs: tuple[str, ...] = spec(
+        default_factory=tuple, doc="co-occurring class pairs 'a+b'; empty: the groups in <data.root>/benchmark.json"
+    )
     tsne_per_class: int = spec(150, ge=5, doc="crops per class in the t-SNE picture")
     tsne_perplexity: float = spec(30.0, gt=0.0)
 
     def __post_init__(self) -> None:
         if self.trials > 1 and self.subsample == 1.0:
-            raise ConfigError("params: 'shift.subsample' = 1.0 makes every trial identical (L-BFGS is deterministic); use < 1 with 'shift.trials' > 1")
+            raise ConfigError(
+                "params: 'shift.subsample' = 1.0 makes every trial identical (L-BFGS is deterministic); use < 1 with 'shift.trials' > 1"
+            )
         for pair in self.bias_pairs:
             if len([p for p in pair.split("+") if p]) != 2:
                 raise ConfigError(f"params: 'shift.bias_pairs' entry {pair!r} must name two classes as 'a+b'")
@@ -421,7 +483,9 @@ class OACropConfig:
     The boxes carry the margin of the contracam block that made them.
     """
 
-    prob: float = spec(1.0, ge=0.0, le=1.0, doc="P(crop to a random box) per image; paper 1 (always, when it has a box)")
+    prob: float = spec(
+        1.0, ge=0.0, le=1.0, doc="P(crop to a random box) per image; paper 1 (always, when it has a box)"
+    )
 
 
 @dataclass(frozen=True)
@@ -436,7 +500,9 @@ class OACropGTConfig:
 class BgMixConfig:
     """``retrain.bgmix``: background mixup with the soft ContraCAM (Eq. 4). Its probability is the top-level ``pmix``."""
 
-    threshold: float = spec(0.2, gt=0.0, lt=1.0, doc="binarisation of the soft CAM for the background rectangle (paper B.3: 0.2)")
+    threshold: float = spec(
+        0.2, gt=0.0, lt=1.0, doc="binarisation of the soft CAM for the background rectangle (paper B.3: 0.2)"
+    )
 
 
 @dataclass(frozen=True)
@@ -444,7 +510,9 @@ class HardMixConfig:
     """``retrain.hardmix``: BG-HardMix, copy-paste with the binarised ContraCAM (paper Table 20)."""
 
     prob: float = spec(0.4, ge=0.0, le=1.0, doc="P(mix) per positive patch (the default pmix)")
-    threshold: float = spec(0.2, gt=0.0, lt=1.0, doc="binarisation of the soft CAM: the pasted mask and the background rectangle")
+    threshold: float = spec(
+        0.2, gt=0.0, lt=1.0, doc="binarisation of the soft CAM: the pasted mask and the background rectangle"
+    )
 
 
 @dataclass(frozen=True)
@@ -458,7 +526,9 @@ class HardMixGTConfig:
 class MixConfig:
     """``retrain.mixup`` / ``retrain.cutmix``: Mixup / CutMix for contrastive learning (paper Table 8)."""
 
-    prob: float = spec(0.4, ge=0.0, le=1.0, doc="P(mix) per positive patch (the default pmix, for a like-for-like rate)")
+    prob: float = spec(
+        0.4, ge=0.0, le=1.0, doc="P(mix) per positive patch (the default pmix, for a like-for-like rate)"
+    )
     alpha: float = spec(1.0, gt=0.0, doc="lambda ~ Beta(alpha, alpha), folded to max(lambda, 1 - lambda)")
 
 
@@ -628,9 +698,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from oacl.io.atomic import write_text
 
-    p = argparse.ArgumentParser(prog="python -m oacl.config", description="Validate params.yaml, or merge an overlay into it.")
+    p = argparse.ArgumentParser(
+        prog="python -m oacl.config", description="Validate params.yaml, or merge an overlay into it."
+    )
     p.add_argument("--params", default="params.yaml", type=Path)
-    p.add_argument("--overlay", type=Path, help="a YAML file with the keys to change (e.g. params.smoke.yaml); rewrites --params")
+    p.add_argument(
+        "--overlay", type=Path, help="a YAML file with the keys to change (e.g. params.smoke.yaml); rewrites --params"
+    )
     args = p.parse_args(argv)
     try:
         if args.overlay is None:

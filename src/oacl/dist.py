@@ -166,8 +166,13 @@ def launch_torchrun(nproc: int, script: str | Path, argv: Sequence[str]) -> int:
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc!r}")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        str(script), *argv,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(script),
+        *argv,
     ]
     log.info("launching %d processes: %s", nproc, " ".join(cmd))
     return subprocess.call(cmd)

@@ -68,8 +68,7 @@ def _binarize(masks: Any, name: str) -> np.ndarray:
     arr = arr.astype(np.float64)
     if arr.size and (not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0):
         raise ValueError(
-            f"{name} must lie in [0, 1] (a 0/255 mask must be divided by 255), "
-            f"got range [{arr.min()}, {arr.max()}]"
+            f"{name} must lie in [0, 1] (a 0/255 mask must be divided by 255), got range [{arr.min()}, {arr.max()}]"
         )
     return arr > 0.5
 

@@ -18,9 +18,7 @@ def _check_pair(a: Tensor, b: Tensor, names: str) -> None:
         raise ValueError(f"{names} must both be (B, D) with the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
-def moco_logits(
-    q: Tensor, k: Tensor, queue: Tensor, temperature: float, *, self_mask: Tensor | None = None
-) -> Tensor:
+def moco_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float, *, self_mask: Tensor | None = None) -> Tensor:
     """MoCo logits: the positive first, then one logit per queued negative.
 
     Args:
@@ -49,9 +47,7 @@ def moco_logits(
     return torch.cat([pos, neg], dim=1) / temperature  # (B, 1 + K)
 
 
-def info_nce(
-    q: Tensor, k: Tensor, queue: Tensor, temperature: float, *, self_mask: Tensor | None = None
-) -> Tensor:
+def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float, *, self_mask: Tensor | None = None) -> Tensor:
     """InfoNCE of MoCo: mean over the batch of −log softmax(logits)[0] (see :func:`moco_logits`).
 
     Returns a scalar tensor. With q·k = 1 and q ⟂ every queued key it equals

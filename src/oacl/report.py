@@ -121,18 +121,35 @@ def localization_section(m: Mapping[str, Any]) -> str:
     rows = []
     for s in sets:
         c = m[f"contracam-{s}"]
-        rows.append([
-            s, _num(pick(c, "mask_miou_pct/refined")), _num(pick(c, "mask_miou_pct/soft_cam")),
-            _num(pick(c, "mask_miou_pct/gaussian")), _num(pick(c, "mask_miou_pct/ones")),
-            _num(pick(c, "max_box_acc_v2_pct/cam/mean")), _num(pick(c, "max_box_acc_v2_pct/gaussian/mean")),
-            _num(pick(c, "boxes_per_image/cam"), 2), _num(pick(c, "boxes_per_image/gt"), 2),
-        ])
+        rows.append(
+            [
+                s,
+                _num(pick(c, "mask_miou_pct/refined")),
+                _num(pick(c, "mask_miou_pct/soft_cam")),
+                _num(pick(c, "mask_miou_pct/gaussian")),
+                _num(pick(c, "mask_miou_pct/ones")),
+                _num(pick(c, "max_box_acc_v2_pct/cam/mean")),
+                _num(pick(c, "max_box_acc_v2_pct/gaussian/mean")),
+                _num(pick(c, "boxes_per_image/cam"), 2),
+                _num(pick(c, "boxes_per_image/gt"), 2),
+            ]
+        )
     parts.append(
         "Mask mIoU and MaxBoxAccV2 (%) of ContraCAM on each training split, next to image-blind baselines "
         "(a centred Gaussian with its best σ, and the all-ones map).\n\n"
         + _table(
-            ["set", "mIoU CRF", "mIoU soft CAM", "mIoU Gaussian", "mIoU ones", "MaxBoxAccV2 CAM",
-             "MaxBoxAccV2 Gaussian", "boxes / image", "GT boxes / image"], rows,
+            [
+                "set",
+                "mIoU CRF",
+                "mIoU soft CAM",
+                "mIoU Gaussian",
+                "mIoU ones",
+                "MaxBoxAccV2 CAM",
+                "MaxBoxAccV2 Gaussian",
+                "boxes / image",
+                "GT boxes / image",
+            ],
+            rows,
         )
     )
     for s in sets:
@@ -141,7 +158,13 @@ def localization_section(m: Mapping[str, Any]) -> str:
             continue
         rows = [["base", _num(pick(a, "base/refined_miou_pct")), _num(pick(a, "base/soft_miou_pct"))]]
         if "without_nsr" in a:
-            rows.append(["without NSR", _num(pick(a, "without_nsr/refined_miou_pct")), _num(pick(a, "without_nsr/soft_miou_pct"))])
+            rows.append(
+                [
+                    "without NSR",
+                    _num(pick(a, "without_nsr/refined_miou_pct")),
+                    _num(pick(a, "without_nsr/soft_miou_pct")),
+                ]
+            )
         for t, r in (a.get("iters") or {}).items():
             rows.append([f"T = {t}", _num(r.get("refined_miou_pct")), _num(r.get("soft_miou_pct"))])
         for b, r in (a.get("neg_batch") or {}).items():
@@ -163,11 +186,13 @@ def lineval_section(m: Mapping[str, Any]) -> str:
     rows = []
     for v in names:
         cur, base = m[f"lineval-{v}"], m.get(f"lineval-{twin(v)}") if twin(v) else None
-        rows.append([
-            f"`{v}`",
-            _num(pick(cur, "crops/top1")) + _delta(pick(cur, "crops/top1"), pick(base, "crops/top1")),
-            _num(pick(cur, "original/top1")) + _delta(pick(cur, "original/top1"), pick(base, "original/top1")),
-        ])
+        rows.append(
+            [
+                f"`{v}`",
+                _num(pick(cur, "crops/top1")) + _delta(pick(cur, "crops/top1"), pick(base, "crops/top1")),
+                _num(pick(cur, "original/top1")) + _delta(pick(cur, "original/top1"), pick(base, "original/top1")),
+            ]
+        )
     return (
         head + "\n\nTop-1 accuracy (%) of a linear probe on frozen features; in brackets the change against "
         "the vanilla twin.\n\n" + _table(["model", "object crops", "ORIGINAL"], rows)
@@ -185,8 +210,10 @@ def detection_section(m: Mapping[str, Any]) -> str:
     for v in names:
         cur, base = m[f"detect-{v}"], m.get(f"detect-{twin(v)}") if twin(v) else None
         rows.append([f"`{v}`"] + [_num(pick(cur, k)) + _delta(pick(cur, k), pick(base, k)) for k in keys])
-    return head + "\n\nCOCO AP (%) on the multi-object test split after the same fine-tuning budget.\n\n" + _table(
-        ["model", *keys], rows
+    return (
+        head
+        + "\n\nCOCO AP (%) on the multi-object test split after the same fine-tuning budget.\n\n"
+        + _table(["model", *keys], rows)
     )
 
 
@@ -219,7 +246,8 @@ def background_section(m: Mapping[str, Any]) -> str:
         rows.append([f"`{v}`"] + [_pm(*_bg(s, b)) for b in cols] + [_pm(*_gap(s))])
     return (
         head + "\n\nTop-1 (%) of the linear classifier trained on ORIGINAL; BG-Gap = MIXED-SAME − MIXED-RAND "
-        "(lower is less background-reliant).\n\n" + _table(["model", *[c.upper().replace("_", "-") for c in cols], "BG-Gap"], rows)
+        "(lower is less background-reliant).\n\n"
+        + _table(["model", *[c.upper().replace("_", "-") for c in cols], "BG-Gap"], rows)
     )
 
 
@@ -252,8 +280,10 @@ def shift_section(m: Mapping[str, Any]) -> str:
     for v in names:
         base = groups.get(twin(v) or "", {})
         rows.append([f"`{v}`"] + [_num(groups[v].get(c)) + _delta(groups[v].get(c), base.get(c)) for c in cols])
-    return head + "\n\nTop-1 (%) of the ORIGINAL classifier; corruptions averaged over severities.\n\n" + _table(
-        ["model", *cols], rows
+    return (
+        head
+        + "\n\nTop-1 (%) of the ORIGINAL classifier; corruptions averaged over severities.\n\n"
+        + _table(["model", *cols], rows)
     )
 
 
@@ -264,11 +294,20 @@ def training_section(m: Mapping[str, Any]) -> str:
     rows = []
     for k in sorted(names, key=lambda k: (k.startswith("retrain-"), _variant_key(k.split("-", 1)[1]))):
         d = m[k]
-        rows.append([
-            f"`{k}`", str(d.get("epochs", "–")), str(d.get("steps", "–")), _num(d.get("first_epoch_loss"), 3),
-            _num(d.get("final_loss"), 3), _num(d.get("images_per_s"), 0), _num(d.get("train_seconds"), 0),
-        ])
-    return "## Training\n\n" + _table(["stage", "epochs", "steps", "first-epoch loss", "final loss", "img/s", "seconds"], rows)
+        rows.append(
+            [
+                f"`{k}`",
+                str(d.get("epochs", "–")),
+                str(d.get("steps", "–")),
+                _num(d.get("first_epoch_loss"), 3),
+                _num(d.get("final_loss"), 3),
+                _num(d.get("images_per_s"), 0),
+                _num(d.get("train_seconds"), 0),
+            ]
+        )
+    return "## Training\n\n" + _table(
+        ["stage", "epochs", "steps", "first-epoch loss", "final loss", "img/s", "seconds"], rows
+    )
 
 
 # ------------------------------------------------------------------------------------ claims
@@ -284,7 +323,9 @@ class Claim:
     why: str = ""
 
 
-def _n(block: Mapping[str, Any] | None, default: int | None = None, keys: Sequence[str] = ("test_images",)) -> int | None:
+def _n(
+    block: Mapping[str, Any] | None, default: int | None = None, keys: Sequence[str] = ("test_images",)
+) -> int | None:
     if block is None:
         return default
     for key in keys:
@@ -329,27 +370,45 @@ def claims(m: Mapping[str, Any]) -> list[Claim]:
     for s in SETS:
         a = m.get(f"contracam-{s}-ablation") or {}
         if a.get("without_nsr"):
-            out.append(_compare(
-                f"Negative-signal removal improves mask mIoU ({s})",
-                pick(a, "base/refined_miou_pct"), pick(a, "without_nsr/refined_miou_pct"), None,
-                higher=True, noise=MIOU_NOISE, what="mIoU with vs without NSR",
-            ))
+            out.append(
+                _compare(
+                    f"Negative-signal removal improves mask mIoU ({s})",
+                    pick(a, "base/refined_miou_pct"),
+                    pick(a, "without_nsr/refined_miou_pct"),
+                    None,
+                    higher=True,
+                    noise=MIOU_NOISE,
+                    what="mIoU with vs without NSR",
+                )
+            )
     a = m.get("contracam-multi-ablation") or {}
     iters = a.get("iters") or {}
     best_late = max((r["refined_miou_pct"] for t, r in iters.items() if 5 <= int(t) <= 10), default=None)
-    out.append(_compare(
-        "More ContraCAM iterations improve mIoU up to T ≈ 5–10 (multi)",
-        best_late, pick(iters, "1/refined_miou_pct"), None, higher=True, noise=MIOU_NOISE,
-        what="best mIoU at T in 5..10 vs T = 1",
-    ))
+    out.append(
+        _compare(
+            "More ContraCAM iterations improve mIoU up to T ≈ 5–10 (multi)",
+            best_late,
+            pick(iters, "1/refined_miou_pct"),
+            None,
+            higher=True,
+            noise=MIOU_NOISE,
+            what="best mIoU at T in 5..10 vs T = 1",
+        )
+    )
     for s in SETS:
         c = m.get(f"contracam-{s}")
         if c is not None:
-            out.append(_compare(
-                f"ContraCAM localizes better than an image-blind centred Gaussian ({s})",
-                pick(c, "mask_miou_pct/refined"), pick(c, "mask_miou_pct/gaussian"), None,
-                higher=True, noise=MIOU_NOISE, what="mask mIoU",
-            ))
+            out.append(
+                _compare(
+                    f"ContraCAM localizes better than an image-blind centred Gaussian ({s})",
+                    pick(c, "mask_miou_pct/refined"),
+                    pick(c, "mask_miou_pct/gaussian"),
+                    None,
+                    higher=True,
+                    noise=MIOU_NOISE,
+                    what="mask mIoU",
+                )
+            )
     ctrl_lin = m.get("lineval-random")
     ctrl_shift = m.get("shift-random")
     ctrl_det = m.get("detect-random")
@@ -357,41 +416,71 @@ def claims(m: Mapping[str, Any]) -> list[Claim]:
         cur, base = m.get(f"lineval-{method}-oacrop"), m.get(f"lineval-{method}")
         if cur is not None and base is not None:
             p1, p0 = pick(cur, "crops/top1"), pick(base, "crops/top1")
-            out.append(_compare(
-                f"OA-Crop improves linear evaluation on object crops ({method})", p1, p0,
-                pick(ctrl_lin, "crops/top1"), higher=True,
-                noise=accuracy_noise(p1 or 0, _n(pick(cur, "crops")), p0 or 0, _n(pick(base, "crops"))),
-                what="crops top-1",
-            ))
+            out.append(
+                _compare(
+                    f"OA-Crop improves linear evaluation on object crops ({method})",
+                    p1,
+                    p0,
+                    pick(ctrl_lin, "crops/top1"),
+                    higher=True,
+                    noise=accuracy_noise(p1 or 0, _n(pick(cur, "crops")), p0 or 0, _n(pick(base, "crops"))),
+                    what="crops top-1",
+                )
+            )
         cur, base = m.get(f"shift-{method}-bgmix"), m.get(f"shift-{method}")
         if cur is not None and base is not None:
             (g1, s1), (g0, s0) = _gap(cur), _gap(base)
             n1, n0 = _n(cur, keys=("bg_test_images",)), _n(base, keys=("bg_test_images",))
             # the gap is a difference of two accuracies per model: sqrt(2) x the noise of one at p = 50 %
             noise = math.sqrt(2) * accuracy_noise(50.0, n1, 50.0, n0, max(s1 or 0, s0 or 0))
-            out.append(_compare(
-                f"BG-Mixup lowers the BG-Gap ({method})", g1, g0, _gap(ctrl_shift)[0] if ctrl_shift else None,
-                higher=False, noise=noise, what="BG-Gap",
-            ))
+            out.append(
+                _compare(
+                    f"BG-Mixup lowers the BG-Gap ({method})",
+                    g1,
+                    g0,
+                    _gap(ctrl_shift)[0] if ctrl_shift else None,
+                    higher=False,
+                    noise=noise,
+                    what="BG-Gap",
+                )
+            )
             (r1, rs1), (r0, rs0) = _bg(cur, "mixed_rand"), _bg(base, "mixed_rand")
-            out.append(_compare(
-                f"BG-Mixup raises MIXED-RAND accuracy ({method})", r1, r0,
-                _bg(ctrl_shift, "mixed_rand")[0] if ctrl_shift else None, higher=True,
-                noise=accuracy_noise(r1 or 0, n1, r0 or 0, n0, max(rs1 or 0, rs0 or 0)), what="MIXED-RAND top-1",
-            ))
+            out.append(
+                _compare(
+                    f"BG-Mixup raises MIXED-RAND accuracy ({method})",
+                    r1,
+                    r0,
+                    _bg(ctrl_shift, "mixed_rand")[0] if ctrl_shift else None,
+                    higher=True,
+                    noise=accuracy_noise(r1 or 0, n1, r0 or 0, n0, max(rs1 or 0, rs0 or 0)),
+                    what="MIXED-RAND top-1",
+                )
+            )
             c1, c0 = _corruption_mean(cur), _corruption_mean(base)
-            out.append(_compare(
-                f"BG-Mixup improves accuracy under corruptions ({method})", c1, c0,
-                _corruption_mean(ctrl_shift) if ctrl_shift else None, higher=True,
-                noise=accuracy_noise(c1 or 0, _n(cur, keys=("shift_test_images",)), c0 or 0, _n(base, keys=("shift_test_images",))),
-                what="mean corruption top-1",
-            ))
+            out.append(
+                _compare(
+                    f"BG-Mixup improves accuracy under corruptions ({method})",
+                    c1,
+                    c0,
+                    _corruption_mean(ctrl_shift) if ctrl_shift else None,
+                    higher=True,
+                    noise=accuracy_noise(
+                        c1 or 0, _n(cur, keys=("shift_test_images",)), c0 or 0, _n(base, keys=("shift_test_images",))
+                    ),
+                    what="mean corruption top-1",
+                )
+            )
         cur, base = m.get(f"detect-{method}-oacrop"), m.get(f"detect-{method}")
         if cur is not None and base is not None:
             a1, a0 = pick(cur, "bbox/ap50"), pick(base, "bbox/ap50")
             claim = _compare(
-                f"OA-Crop does not hurt detection AP50 ({method})", a1, a0, pick(ctrl_det, "bbox/ap50"),
-                higher=True, noise=2.0, what="bbox AP50",
+                f"OA-Crop does not hurt detection AP50 ({method})",
+                a1,
+                a0,
+                pick(ctrl_det, "bbox/ap50"),
+                higher=True,
+                noise=2.0,
+                what="bbox AP50",
             )
             if a1 is not None and a0 is not None and claim.verdict == "does not hold" and a1 - a0 >= -2.0:
                 claim = Claim(claim.text, claim.measured, "holds", "within 2 AP points")
@@ -452,8 +541,18 @@ def write_charts(m: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     charts = {
-        "lineval.png": (variants(m, "lineval"), "lineval", ["crops/top1", "original/top1"], "linear evaluation top-1 (%)"),
-        "background.png": (variants(m, "shift"), "shift", [f"bg/{b}" for b in BG_VARIANTS_TABLE], "Background Challenge top-1 (%)"),
+        "lineval.png": (
+            variants(m, "lineval"),
+            "lineval",
+            ["crops/top1", "original/top1"],
+            "linear evaluation top-1 (%)",
+        ),
+        "background.png": (
+            variants(m, "shift"),
+            "shift",
+            [f"bg/{b}" for b in BG_VARIANTS_TABLE],
+            "Background Challenge top-1 (%)",
+        ),
     }
     for fname, (names, prefix, keys, title) in charts.items():
         if not names:

@@ -243,7 +243,9 @@ def item_soft_mask(item: Mapping[str, Any], source: str) -> Tensor:
     if source == "cam":
         soft = item.get("cam_mask")
         if soft is None:
-            raise DataError(f"item {item.get('id')!r} has no ContraCAM mask (no 'cam_mask'; is the CAM store attached?)")
+            raise DataError(
+                f"item {item.get('id')!r} has no ContraCAM mask (no 'cam_mask'; is the CAM store attached?)"
+            )
         return torch.as_tensor(soft)
     if source == "gt":
         mask = item.get("mask")

@@ -82,7 +82,9 @@ def item_boxes(item: Mapping[str, Any], source: str, margin: float = 0.0) -> Ten
     if source == "cam":
         boxes = item.get("cam_boxes")
         if boxes is None:
-            raise DataError(f"item {item.get('id')!r} has no ContraCAM boxes (no 'cam_boxes'; is the CAM store attached?)")
+            raise DataError(
+                f"item {item.get('id')!r} has no ContraCAM boxes (no 'cam_boxes'; is the CAM store attached?)"
+            )
         geometry = str(item.get("cam_geometry", RESIZE_FULL))
         return torch.from_numpy(boxes_to_image(torch.as_tensor(boxes).numpy(), (int(h), int(w)), geometry))
     if source == "gt":

@@ -213,7 +213,12 @@ def adjust_hue(x: Tensor, factor: Tensor) -> Tensor:
     return _hsv_to_rgb(torch.cat([h.unsqueeze(1), hsv[:, 1:]], dim=1))
 
 
-_OPS: tuple[Callable[[Tensor, Tensor], Tensor], ...] = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+_OPS: tuple[Callable[[Tensor, Tensor], Tensor], ...] = (
+    adjust_brightness,
+    adjust_contrast,
+    adjust_saturation,
+    adjust_hue,
+)
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:

@@ -140,16 +140,14 @@ def _fold_batchnorms(module: nn.Module) -> None:
             continue
         for name, child in list(m.named_children()):
             if isinstance(child, nn.Conv2d) and name.startswith("conv"):
-                bn_name = "bn" + name[len("conv"):]
+                bn_name = "bn" + name[len("conv") :]
                 bn = getattr(m, bn_name, None)
                 if isinstance(bn, nn.BatchNorm2d) and bn.num_features == child.out_channels:
                     setattr(m, name, fuse_conv_bn_eval(child, bn))
                     setattr(m, bn_name, nn.Identity())
 
 
-def prepare_cam_model(
-    encoder: nn.Module, projector: nn.Module, *, expand_res: int = 1, amp: bool = False
-) -> CamModel:
+def prepare_cam_model(encoder: nn.Module, projector: nn.Module, *, expand_res: int = 1, amp: bool = False) -> CamModel:
     """Deep-copy ``encoder`` and ``projector`` and make the copy ready for ContraCAM.
 
     The copy is in eval mode, its parameters do not require gradients, and
@@ -241,9 +239,7 @@ def partition_groups(batch: int, size: int | None, generator: torch.Generator | 
     return groups
 
 
-def contrastive_score(
-    query: Tensor, key: Tensor, negatives: Sequence[Tensor], groups: Tensor | None = None
-) -> Tensor:
+def contrastive_score(query: Tensor, key: Tensor, negatives: Sequence[Tensor], groups: Tensor | None = None) -> Tensor:
     """The contrastive score of Algorithm 2, one value per sample.
 
     score_b = log sum_i exp(q_i . k_i) - log sum_l sum_j exp(q_b . n^l_j * [j != b])
@@ -344,8 +340,9 @@ def contracam_prepared(
         raise ValueError(f"neg_batch must be None or an integer >= 2, got {neg_batch!r}")
 
     with torch.inference_mode(False), torch.enable_grad():  # works inside a caller's no_grad / inference_mode
-        return _contracam_loop(model, images.detach().float().clone(), iters, remove_negative_signal,
-                               neg_batch, generator, return_steps)
+        return _contracam_loop(
+            model, images.detach().float().clone(), iters, remove_negative_signal, neg_batch, generator, return_steps
+        )
 
 
 def _contracam_loop(

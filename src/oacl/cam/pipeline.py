@@ -111,8 +111,6 @@ def dataset_config(params: Params, dataset: str) -> ContraCAMConfig:
     return getattr(params.contracam, dataset)
 
 
-
-
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
@@ -235,8 +233,12 @@ def localization_metrics(result: CamResult, gt: GroundTruth) -> dict[str, Any]:
         g = base["gaussian"]["max_box_acc_v2"]
 
         def levels(acc: dict[Any, float]) -> dict[str, float]:
-            return {"iou30": round(acc[30], 2), "iou50": round(acc[50], 2), "iou70": round(acc[70], 2),
-                    "mean": round(acc["mean"], 2)}
+            return {
+                "iou30": round(acc[30], 2),
+                "iou50": round(acc[50], 2),
+                "iou70": round(acc[70], 2),
+                "mean": round(acc["mean"], 2),
+            }
 
         out["max_box_acc_v2_pct"] = {
             "cam": levels(cam_acc),
@@ -304,8 +306,13 @@ def soft_masks(
         x = torch.from_numpy(images[dest]).to(dev).permute(0, 3, 1, 2).float() / 255.0  # (b, 3, H, W)
         x = (x - mean_t) / std_t
         _, steps = contracam_prepared(
-            model, x, iters=t_max, remove_negative_signal=remove_negative_signal,
-            neg_batch=neg_batch or None, generator=gen, return_steps=True,
+            model,
+            x,
+            iters=t_max,
+            remove_negative_signal=remove_negative_signal,
+            neg_batch=neg_batch or None,
+            generator=gen,
+            return_steps=True,
         )
         running = torch.cummax(steps[:, :, 0], dim=0).values  # (T, b, H, W): united mask after t + 1 steps
         for t in iters:
@@ -356,21 +363,42 @@ def ablation_metrics(
         return {"refined_miou_pct": _miou_pct(gt.masks, refined), "soft_miou_pct": _miou_pct(gt.masks, soft / 255.0)}
 
     sweep = sorted(set(ablation.iters) | {cfg.iters})
-    by_t = soft_masks(model, images, iters=sweep, batch_size=cfg.batch_size,
-                      remove_negative_signal=cfg.remove_negative_signal, neg_batch=cfg.neg_batch, **common)
+    by_t = soft_masks(
+        model,
+        images,
+        iters=sweep,
+        batch_size=cfg.batch_size,
+        remove_negative_signal=cfg.remove_negative_signal,
+        neg_batch=cfg.neg_batch,
+        **common,
+    )
     base = score(by_t[cfg.iters])
     out: dict[str, Any] = {"images": n_sub, "base": base}
     if ablation.iters:
         out["iters"] = {str(t): base if t == cfg.iters else score(by_t[t]) for t in sorted(set(ablation.iters))}
     if ablation.without_nsr:
-        soft = soft_masks(model, images, iters=[cfg.iters], batch_size=cfg.batch_size, remove_negative_signal=False,
-                          neg_batch=cfg.neg_batch, **common)[cfg.iters]
+        soft = soft_masks(
+            model,
+            images,
+            iters=[cfg.iters],
+            batch_size=cfg.batch_size,
+            remove_negative_signal=False,
+            neg_batch=cfg.neg_batch,
+            **common,
+        )[cfg.iters]
         out["without_nsr"] = score(soft)
     if ablation.neg_batch:
         out["neg_batch"] = {}
         for size in sorted(set(ablation.neg_batch)):
-            soft = soft_masks(model, images, iters=[cfg.iters], batch_size=max(cfg.batch_size, size),
-                              remove_negative_signal=cfg.remove_negative_signal, neg_batch=size, **common)[cfg.iters]
+            soft = soft_masks(
+                model,
+                images,
+                iters=[cfg.iters],
+                batch_size=max(cfg.batch_size, size),
+                remove_negative_signal=cfg.remove_negative_signal,
+                neg_batch=size,
+                **common,
+            )[cfg.iters]
             out["neg_batch"][str(size)] = score(soft)
     base_maps = localization_baselines(gt.masks)
     out["baseline_miou_pct"] = {
@@ -411,8 +439,17 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
     torch.manual_seed(cfg.seed)
     log.info(
         "contracam@%s: %d images, backbone %s (%s/%s, sha256 %s...), T=%d, expand x%d, NSR %s, CRF %s, %s",
-        dataset, len(data), model_path, info["arch"], info["stem"], sha[:12], cfg.iters, cfg.expand_res,
-        cfg.remove_negative_signal, cfg.crf, device,
+        dataset,
+        len(data),
+        model_path,
+        info["arch"],
+        info["stem"],
+        sha[:12],
+        cfg.iters,
+        cfg.expand_res,
+        cfg.remove_negative_signal,
+        cfg.crf,
+        device,
     )
 
     recorder = _RecordingSet(data)
@@ -449,11 +486,18 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
         k = min(SHEET_IMAGES, len(data))
         rgb = _images(data, range(k))
         write_cam_sheet(
-            tmp / "sheet.png", rgb, result.masks[:k], result.masks_refined[:k], result.boxes[:k],
-            gt_boxes=gt.boxes[:k], title=f"ContraCAM on {dataset}/train (T={cfg.iters}, x{cfg.expand_res}, CRF {cfg.crf})",
+            tmp / "sheet.png",
+            rgb,
+            result.masks[:k],
+            result.masks_refined[:k],
+            result.boxes[:k],
+            gt_boxes=gt.boxes[:k],
+            title=f"ContraCAM on {dataset}/train (T={cfg.iters}, x{cfg.expand_res}, CRF {cfg.crf})",
         )
         write_boxes_histogram(
-            tmp / "boxes_per_image.png", count_boxes(result.boxes), np.asarray([len(b) for b in gt.boxes]),
+            tmp / "boxes_per_image.png",
+            count_boxes(result.boxes),
+            np.asarray([len(b) for b in gt.boxes]),
             title=f"Boxes per image, {dataset}/train",
         )
     t_end = time.perf_counter()
@@ -466,8 +510,12 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
     write_json(paths.metrics, metrics)
     log.info(
         "contracam@%s: mIoU refined %s%%, soft %s%%, MaxBoxAccV2 %s%%; metrics %.1f s, ablation %s s, plots %.1f s",
-        dataset, metrics.get("mask_miou_pct", {}).get("refined"), metrics.get("mask_miou_pct", {}).get("soft_cam"),
-        metrics.get("max_box_acc_v2_pct", {}).get("cam", {}).get("mean"), t_plots - t_metrics,
-        ablation.get("seconds", 0), t_end - t_plots,
+        dataset,
+        metrics.get("mask_miou_pct", {}).get("refined"),
+        metrics.get("mask_miou_pct", {}).get("soft_cam"),
+        metrics.get("max_box_acc_v2_pct", {}).get("cam", {}).get("mean"),
+        t_plots - t_metrics,
+        ablation.get("seconds", 0),
+        t_end - t_plots,
     )
     return metrics

@@ -70,7 +70,9 @@ def cam_sheet(
     top = 0.45 if title else 0.2
     fig = Figure(figsize=(3 * cols * _PANEL_IN, rows * _PANEL_IN + top), dpi=100)
     axes = fig.subplots(rows, 3 * cols, squeeze=False)
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - top / (rows * _PANEL_IN + top), wspace=0.04, hspace=0.04)
+    fig.subplots_adjust(
+        left=0.005, right=0.995, bottom=0.005, top=1 - top / (rows * _PANEL_IN + top), wspace=0.04, hspace=0.04
+    )
     if title:
         fig.suptitle(title, fontsize=9)
     scale = np.asarray([w, h, w, h], np.float64)

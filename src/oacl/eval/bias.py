@@ -71,7 +71,9 @@ def one_shot_error(x: Tensor, y: Tensor, *, seeds: int = 5, seed: int = 0) -> fl
     _check_2d(x, "x")
     _check_2d(y, "y")
     if x.shape[0] < 2 or y.shape[0] < 2:
-        raise ValueError(f"each class needs >= 2 embeddings (one support, one query), got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"each class needs >= 2 embeddings (one support, one query), got {x.shape[0]} and {y.shape[0]}"
+        )
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds!r}")
     x, y = x.double(), y.double()
@@ -112,7 +114,9 @@ def parse_pairs(specs: Sequence[str], classes: Sequence[str]) -> list[tuple[int,
             raise ConfigError(f"params: 'shift.bias_pairs' entry {spec!r} must name two different classes as 'a+b'")
         unknown = [n for n in names if n not in index]
         if unknown:
-            raise ConfigError(f"params: 'shift.bias_pairs' entry {spec!r}: no class {unknown[0]!r} among {list(classes)}")
+            raise ConfigError(
+                f"params: 'shift.bias_pairs' entry {spec!r}: no class {unknown[0]!r} among {list(classes)}"
+            )
         out.append(tuple(sorted((index[names[0]], index[names[1]]))))
     return out  # type: ignore[return-value]
 
@@ -153,7 +157,9 @@ def contextual_bias(
     A pair with fewer than 2 crops in a class is skipped with a warning.
     """
     if features.dim() != 2 or labels.shape != (features.shape[0],):
-        raise ValueError(f"features (N, D) and labels (N,) expected, got {tuple(features.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"features (N, D) and labels (N,) expected, got {tuple(features.shape)} and {tuple(labels.shape)}"
+        )
     z = F.normalize(features.double(), dim=1)
     out: dict[str, float] = {}
     dists, errs = [], []
@@ -212,7 +218,9 @@ def tsne_figure(
         ax.set_axis_off()
         return fig
     z = F.normalize(features[torch.as_tensor(sel)].double(), dim=1).numpy()
-    emb = TSNE(n_components=2, perplexity=min(perplexity, (sel.size - 1) / 3.0), init="pca", random_state=seed).fit_transform(z)
+    emb = TSNE(
+        n_components=2, perplexity=min(perplexity, (sel.size - 1) / 3.0), init="pca", random_state=seed
+    ).fit_transform(z)
     start = 0
     for idx, colour, name in zip(rows, colours, names):
         pts = emb[start : start + idx.size]

@@ -96,7 +96,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Stats of COCOeval.summarize(), in its order; all but -1 ("no ground truth") are in [0, 1].
-_STAT_NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large")
+_STAT_NAMES = (
+    "ap",
+    "ap50",
+    "ap75",
+    "ap_small",
+    "ap_medium",
+    "ap_large",
+    "ar1",
+    "ar10",
+    "ar100",
+    "ar_small",
+    "ar_medium",
+    "ar_large",
+)
 METRIC_KEYS = ("ap", "ap50", "ap75", "ar100")  # written to the stage's metrics file, per iou type
 
 
@@ -134,7 +147,9 @@ class DetectionSet(Dataset):
         self.coco: COCO = self.source.coco
         self._label_of = {c: i + 1 for i, c in enumerate(self.category_ids)}
         if masks and not self.source.has_masks:
-            raise DataError(f"annotation file {self.annotation_json} has no segmentation: use detect.masks = false (Faster R-CNN)")
+            raise DataError(
+                f"annotation file {self.annotation_json} has no segmentation: use detect.masks = false (Faster R-CNN)"
+            )
         if Path(images).suffix in (".h5", ".hdf5"):
             set_classes = list(open_set(images).classes)
             if set_classes != self.classes:
@@ -166,7 +181,9 @@ class DetectionSet(Dataset):
         if self.masks:
             anns = self._instances(index, h, w)
             if len(anns) != len(boxes):
-                raise DataError(f"{self.annotation_json}: image {self.ids[index]!r} has {len(boxes)} boxes but {len(anns)} usable annotations")
+                raise DataError(
+                    f"{self.annotation_json}: image {self.ids[index]!r} has {len(boxes)} boxes but {len(anns)} usable annotations"
+                )
             masks = np.zeros((len(anns), h, w), np.uint8)
             for k, ann in enumerate(anns):
                 if not ann.get("segmentation"):
@@ -218,8 +235,6 @@ def hflip(image: Tensor, target: Mapping[str, Any]) -> tuple[Tensor, dict[str, A
     if "masks" in target:
         out["masks"] = target["masks"].flip(-1)
     return image.flip(-1), out
-
-
 
 
 # --------------------------------------------------------------------------- model
@@ -418,7 +433,12 @@ def detections_to_coco(
         raise ValueError(f"detector labels must lie in 1..{len(category_ids)}, got {labels.min()}..{labels.max()}")
     cats = [int(category_ids[int(lab) - 1]) for lab in labels]
     bbox = [
-        {"image_id": image_id, "category_id": c, "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(s)}
+        {
+            "image_id": image_id,
+            "category_id": c,
+            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+            "score": float(s),
+        }
         for b, c, s in zip(boxes, cats, scores)
     ]
     segm: list[dict[str, Any]] = []
@@ -432,7 +452,9 @@ def detections_to_coco(
     return bbox, segm
 
 
-def coco_ap(gt: COCO, results: Sequence[Mapping[str, Any]], iou_type: str, image_ids: Sequence[Any] | None = None) -> dict[str, float | None]:
+def coco_ap(
+    gt: COCO, results: Sequence[Mapping[str, Any]], iou_type: str, image_ids: Sequence[Any] | None = None
+) -> dict[str, float | None]:
     """COCOeval of ``results`` against ``gt``: the 12 summary numbers in percent.
 
     Keys ``ap`` (IoU .50:.95), ``ap50``, ``ap75``, ``ap_small`` … ``ar1``, ``ar10``, ``ar100``,
@@ -471,7 +493,9 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: GeneralizedRCNN, data: DetectionSet, cfg: DetectConfig, *, device: torch.device | str = "cpu", keep: int = 0) -> EvalResult:
+def evaluate(
+    model: GeneralizedRCNN, data: DetectionSet, cfg: DetectConfig, *, device: torch.device | str = "cpu", keep: int = 0
+) -> EvalResult:
     """Run ``model`` (eval mode) on the first ``cfg.eval_images`` items (0 = all) and score them.
 
     Returns ``bbox/<k>`` (and ``segm/<k>`` with ``cfg.masks``) for every k of
@@ -506,7 +530,12 @@ def evaluate(model: GeneralizedRCNN, data: DetectionSet, cfg: DetectConfig, *, d
 
 
 def predictions_sheet(
-    data: DetectionSet, outputs: Sequence[Mapping[str, Tensor]], *, score_thresh: float | None = None, side: int = 96, title: str = ""
+    data: DetectionSet,
+    outputs: Sequence[Mapping[str, Tensor]],
+    *,
+    score_thresh: float | None = None,
+    side: int = 96,
+    title: str = "",
 ) -> Any:
     """PIL image: the first ``len(outputs)`` items of ``data``, ground truth (top row) and
     detections (bottom row; predicted mask outlines when present).
@@ -532,7 +561,11 @@ def predictions_sheet(
         _, target = data[i]
         gt_boxes.append(target["boxes"].numpy() * scale)
         gt_labels.append(target["labels"].numpy() - 1)
-        gt_union = target["masks"].amax(0).numpy() if "masks" in target and len(target["masks"]) else np.zeros((h, w), np.uint8)
+        gt_union = (
+            target["masks"].amax(0).numpy()
+            if "masks" in target and len(target["masks"])
+            else np.zeros((h, w), np.uint8)
+        )
         gt_masks.append(np.asarray(Image.fromarray(gt_union * 255).resize((side, side), Image.NEAREST)) > 127)
         if score_thresh is None:
             keep = torch.zeros(len(out["scores"]), dtype=torch.bool)
@@ -578,7 +611,14 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(float(v), 2)
 
 
-def run_detect(params: Params, variant: str, paths: DetectPaths, *, models_dir: str | Path = "artifacts/models", progress: bool = True) -> dict[str, Any]:
+def run_detect(
+    params: Params,
+    variant: str,
+    paths: DetectPaths,
+    *,
+    models_dir: str | Path = "artifacts/models",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Everything stage ``detect@<variant>`` does; returns the metrics it wrote.
 
     1. the variant's backbone (:func:`oacl.eval.features.load_variant`; arch / stem of ``pretrain``),
@@ -599,13 +639,27 @@ def run_detect(params: Params, variant: str, paths: DetectPaths, *, models_dir: 
     model = build_detector(backbone, len(train.classes), cfg, mean=mean, std=std)
     log.info(
         "detect %s: %s/%s from %s, %d train / %d test images, %d classes, %d steps of %d at %d px on %s, %d threads",
-        variant, params.pretrain.arch, params.pretrain.stem, source, len(train), len(test), len(train.classes),
-        cfg.steps, cfg.batch_size, cfg.image_size, device, torch.get_num_threads(),
+        variant,
+        params.pretrain.arch,
+        params.pretrain.stem,
+        source,
+        len(train),
+        len(test),
+        len(train.classes),
+        cfg.steps,
+        cfg.batch_size,
+        cfg.image_size,
+        device,
+        torch.get_num_threads(),
     )
     fit = finetune(model, train, cfg, device=device, progress=progress)
     ev = evaluate(model, test, cfg, device=device, keep=cfg.plot_images)
     metrics: dict[str, Any] = {
-        **{f"{t}/{k}": _round(ev.metrics[f"{t}/{k}"]) for t in (("bbox", "segm") if cfg.masks else ("bbox",)) for k in METRIC_KEYS},
+        **{
+            f"{t}/{k}": _round(ev.metrics[f"{t}/{k}"])
+            for t in (("bbox", "segm") if cfg.masks else ("bbox",))
+            for k in METRIC_KEYS
+        },
         "steps": cfg.steps,
         "train_images": len(train),
         "test_images": ev.images,

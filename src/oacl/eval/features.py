@@ -84,8 +84,15 @@ class FrozenBackbone:
 
     def feature_settings(self, amp: bool) -> dict[str, Any]:
         """What a heads file records about how its features were made."""
-        return {"image_size": int(self.image_size), "mean": list(self.mean), "std": list(self.std), "amp": bool(amp),
-                "arch": self.arch, "stem": self.stem, "source": self.source}
+        return {
+            "image_size": int(self.image_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "amp": bool(amp),
+            "arch": self.arch,
+            "stem": self.stem,
+            "source": self.source,
+        }
 
 
 def load_variant(
@@ -110,8 +117,16 @@ def load_variant(
         encoder.eval()
         reference = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
         return FrozenBackbone(
-            variant, encoder, tuple(IMAGENET_MEAN), tuple(IMAGENET_STD), int(params.pretrain.image_size), arch, stem,
-            f"random init {arch}/{stem} (seed {seed})", reference, state_digest(reference),
+            variant,
+            encoder,
+            tuple(IMAGENET_MEAN),
+            tuple(IMAGENET_STD),
+            int(params.pretrain.image_size),
+            arch,
+            stem,
+            f"random init {arch}/{stem} (seed {seed})",
+            reference,
+            state_digest(reference),
         )
     cfg = params.pretrain
     obj = read_backbone(path, method=parse_variant(variant)[0], arch=cfg.arch, stem=cfg.stem)
@@ -119,10 +134,20 @@ def load_variant(
     reference = clean_state_dict(obj["encoder"])
     mean, std = obj.get("mean", IMAGENET_MEAN), obj.get("std", IMAGENET_STD)
     if len(mean) != 3 or len(std) != 3:
-        raise CheckpointError(f"backbone file {path} records a mean / std of {len(mean)} / {len(std)} channels, expected 3")
+        raise CheckpointError(
+            f"backbone file {path} records a mean / std of {len(mean)} / {len(std)} channels, expected 3"
+        )
     return FrozenBackbone(
-        variant, encoder, tuple(float(m) for m in mean), tuple(float(s) for s in std), int(obj.get("image_size", 0)),
-        str(obj["arch"]), str(obj["stem"]), str(path), reference, state_digest(reference),
+        variant,
+        encoder,
+        tuple(float(m) for m in mean),
+        tuple(float(s) for s in std),
+        int(obj.get("image_size", 0)),
+        str(obj["arch"]),
+        str(obj["stem"]),
+        str(path),
+        reference,
+        state_digest(reference),
     )
 
 
@@ -156,8 +181,6 @@ def frozen(backbone: FrozenBackbone, device: torch.device | str = "cpu") -> Iter
     yield enc
     assert_unchanged(enc, backbone.reference, backbone.source)
     log.info("sanity check passed: %s is bit-identical to %s", backbone.variant, backbone.source)
-
-
 
 
 # ----------------------------------------------------------------------------- extraction

@@ -214,7 +214,12 @@ def fit_logistic(
                 f"got {tuple(init[0].shape)}, {tuple(init[1].shape)}"
             )
     opt = torch.optim.LBFGS(
-        [w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol, tolerance_change=1e-12,
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
         line_search_fn="strong_wolfe",
     )
     lam = float(l2)
@@ -313,8 +318,12 @@ def linear_eval(
         raise ValueError(f"need at least 2 classes, got num_classes={k}")
     for y, name in ((tr_y, "train_y"), (va_y, "val_y"), (te_y, "test_y")):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-            raise ValueError(f"{name} holds labels in [{int(y.min())}, {int(y.max())}], outside the {k} classes [0, {k})")
-    grid = sorted((float(v) for v in (l2_values if l2_values is not None else l2_grid(num_l2, *l2_range))), reverse=True)
+            raise ValueError(
+                f"{name} holds labels in [{int(y.min())}, {int(y.max())}], outside the {k} classes [0, {k})"
+            )
+    grid = sorted(
+        (float(v) for v in (l2_values if l2_values is not None else l2_grid(num_l2, *l2_range))), reverse=True
+    )
     if not grid or grid[-1] < 0:
         raise ValueError(f"l2_values must be non-empty and >= 0, got {l2_values!r}")
 
@@ -404,7 +413,9 @@ class LinevalPaths:
     def under(cls, root: str | Path, variant: str) -> LinevalPaths:
         root = Path(root)
         out = root / "eval" / f"lineval-{variant}"
-        return cls(metrics=root / "metrics" / f"lineval-{variant}.json", heads=out / "heads.pt", details=out / "details.json")
+        return cls(
+            metrics=root / "metrics" / f"lineval-{variant}.json", heads=out / "heads.pt", details=out / "details.json"
+        )
 
 
 def _round(v: float, nd: int = 2) -> float | None:
@@ -437,7 +448,9 @@ def _check_classes(sets: Sequence[ImageSource]) -> list[str]:
     return classes
 
 
-def run_lineval(params: Params, variant: str, paths: LinevalPaths, *, models_dir: str | Path = "artifacts/models") -> dict[str, Any]:
+def run_lineval(
+    params: Params, variant: str, paths: LinevalPaths, *, models_dir: str | Path = "artifacts/models"
+) -> dict[str, Any]:
     """Stage ``lineval@<variant>``: probes on the object crops and on ORIGINAL; metrics JSON + heads file.
 
     Loads the variant's frozen backbone (:func:`oacl.eval.features.load_variant`), extracts
@@ -452,7 +465,10 @@ def run_lineval(params: Params, variant: str, paths: LinevalPaths, *, models_dir
     t0 = time.perf_counter()
     backbone = load_variant(variant, params, models_dir=models_dir)
     device = resolve_device(cfg.device, "lineval.device")
-    tasks = {"crops": crops_splits(params, backbone.image_size), "original": original_splits(params, backbone.image_size)}
+    tasks = {
+        "crops": crops_splits(params, backbone.image_size),
+        "original": original_splits(params, backbone.image_size),
+    }
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
     heads: dict[str, Any] = {}
@@ -461,21 +477,47 @@ def run_lineval(params: Params, variant: str, paths: LinevalPaths, *, models_dir
             classes = _check_classes(splits)
             xs, ys = [], []
             for source in splits:
-                x, y = extract_features(enc, source, backbone.mean, backbone.std, batch_size=cfg.batch_size, amp=cfg.amp, device=device)
+                x, y = extract_features(
+                    enc, source, backbone.mean, backbone.std, batch_size=cfg.batch_size, amp=cfg.amp, device=device
+                )
                 xs.append(x)
                 ys.append(y)
             res = linear_eval(
-                xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], num_classes=len(classes),
-                num_l2=cfg.num_l2, l2_range=cfg.l2_range, max_iter=cfg.max_iter,
+                xs[0],
+                ys[0],
+                xs[1],
+                ys[1],
+                xs[2],
+                ys[2],
+                num_classes=len(classes),
+                num_l2=cfg.num_l2,
+                l2_range=cfg.l2_range,
+                max_iter=cfg.max_iter,
             )
             log.info(
                 "lineval@%s %s: top-1 %.2f %% (val %.2f %%, l2 %.3g; %d/%d/%d images, fit %.1f s)",
-                variant, task, res["top1"], res["val_top1"], res["l2"], len(ys[0]), len(ys[1]), len(ys[2]), res["seconds"],
+                variant,
+                task,
+                res["top1"],
+                res["val_top1"],
+                res["l2"],
+                len(ys[0]),
+                len(ys[1]),
+                len(ys[2]),
+                res["seconds"],
             )
             metrics[task] = task_metrics(res, len(ys[2]))
             details[task] = task_details(res, classes)
             heads[task] = {"head": res["head"], "classes": classes, "val_top1": res["val_top1"], "path": res["path"]}
-    save_heads(paths.heads, {"variant": variant, "backbone_digest": backbone.digest, "feature": backbone.feature_settings(cfg.amp), **heads})
+    save_heads(
+        paths.heads,
+        {
+            "variant": variant,
+            "backbone_digest": backbone.digest,
+            "feature": backbone.feature_settings(cfg.amp),
+            **heads,
+        },
+    )
     write_json(paths.details, details)
     write_json(paths.metrics, metrics)
     log.info("lineval@%s done in %.1f s", variant, time.perf_counter() - t0)

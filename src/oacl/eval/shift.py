@@ -147,7 +147,14 @@ def fit_trial_heads(
     for t, idx in enumerate(trial_subsets(x.shape[0], trials, fraction, seed)):
         sel = torch.from_numpy(idx)
         res = linear_eval(x[sel], y[sel], val[0], val[1], val[0][:0], val[1][:0], num_classes=num_classes, **lin)
-        log.info("trial %d: head on %d of %d ORIGINAL rows, l2 %.3g, val top-1 %.2f %%", t, idx.size, x.shape[0], res["l2"], res["val_top1"])
+        log.info(
+            "trial %d: head on %d of %d ORIGINAL rows, l2 %.3g, val top-1 %.2f %%",
+            t,
+            idx.size,
+            x.shape[0],
+            res["l2"],
+            res["val_top1"],
+        )
         heads.append(res["head"])
     return heads
 
@@ -176,7 +183,6 @@ def split_details(everything: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
     metrics = {k: v for k, v in everything.items() if not _DETAIL_KEY.match(k)}
     details = {k: v for k, v in everything.items() if _DETAIL_KEY.match(k)}
     return metrics, details
-
 
 
 @dataclass(frozen=True)
@@ -209,7 +215,9 @@ def _bias_pairs(params: Params, classes: Sequence[str]) -> list[tuple[int, int]]
     return []
 
 
-def run_shift(params: Params, variant: str, paths: ShiftPaths, *, models_dir: str | Path = "artifacts/models") -> dict[str, Any]:
+def run_shift(
+    params: Params, variant: str, paths: ShiftPaths, *, models_dir: str | Path = "artifacts/models"
+) -> dict[str, Any]:
     """Stage ``shift@<variant>``: BG variants, shift sets, contextual bias; metrics JSON and t-SNE picture.
 
     The ORIGINAL head and the feature settings come from ``paths.heads`` (written by
@@ -238,16 +246,26 @@ def run_shift(params: Params, variant: str, paths: ShiftPaths, *, models_dir: st
     crops_test = crops_splits(params, backbone.image_size)[2]
 
     with frozen(backbone, device) as enc:
+
         def features(source: ImageSource) -> tuple[Tensor, Tensor]:
-            return extract_features(enc, source, backbone.mean, backbone.std, batch_size=lcfg.batch_size, amp=amp, device=device)
+            return extract_features(
+                enc, source, backbone.mean, backbone.std, batch_size=lcfg.batch_size, amp=amp, device=device
+            )
 
         bg_feats = {name: features(s) for name, s in bg.items()}
         shift_feats = {name: features(s) for name, s in shifts.items()}
         if cfg.trials > 1:
             train, val, _ = original_splits(params, backbone.image_size)
             heads = fit_trial_heads(
-                features(train), features(val), num_classes=len(classes), trials=cfg.trials, fraction=cfg.subsample,
-                seed=cfg.seed, num_l2=lcfg.num_l2, l2_range=lcfg.l2_range, max_iter=lcfg.max_iter,
+                features(train),
+                features(val),
+                num_classes=len(classes),
+                trials=cfg.trials,
+                fraction=cfg.subsample,
+                seed=cfg.seed,
+                num_l2=lcfg.num_l2,
+                l2_range=lcfg.l2_range,
+                max_iter=lcfg.max_iter,
             )
         else:
             heads = [head]
@@ -262,15 +280,25 @@ def run_shift(params: Params, variant: str, paths: ShiftPaths, *, models_dir: st
     everything.update(contextual_bias(crop_x, crop_y, pairs, crops_test.classes, seeds=cfg.bias_seeds, seed=cfg.seed))
     metrics, details = split_details(everything)
     fig = tsne_figure(
-        crop_x, crop_y, pairs, crops_test.classes, per_class=cfg.tsne_per_class, perplexity=cfg.tsne_perplexity,
-        seed=cfg.seed, title=f"{variant}: t-SNE of object-crop embeddings (co-occurring pairs share a hue)",
+        crop_x,
+        crop_y,
+        pairs,
+        crops_test.classes,
+        per_class=cfg.tsne_per_class,
+        perplexity=cfg.tsne_perplexity,
+        seed=cfg.seed,
+        title=f"{variant}: t-SNE of object-crop embeddings (co-occurring pairs share a hue)",
     )
     save_png(fig, paths.plots_dir / "tsne.png")
     write_json(paths.details, details)
     write_json(paths.metrics, metrics)
     log.info(
         "shift@%s: original %.2f, mixed_rand %.2f, bg_gap %.2f (%d trial(s)) in %.1f s",
-        variant, metrics.get("bg/original/top1", float("nan")), metrics.get("bg/mixed_rand/top1", float("nan")),
-        metrics.get("bg_gap", float("nan")), len(heads), time.perf_counter() - t0,
+        variant,
+        metrics.get("bg/original/top1", float("nan")),
+        metrics.get("bg/mixed_rand/top1", float("nan")),
+        metrics.get("bg_gap", float("nan")),
+        len(heads),
+        time.perf_counter() - t0,
     )
     return metrics

@@ -82,7 +82,9 @@ def _load(path: str | Path, expected_format: str) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be read (truncated, corrupt or not a checkpoint): {first}") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read (truncated, corrupt or not a checkpoint): {first}"
+        ) from None
     if not isinstance(obj, dict) or "format" not in obj:
         raise CheckpointError(f"checkpoint {path} is not an oacl checkpoint (no 'format' entry)")
     if obj["format"] != expected_format:
@@ -98,7 +100,9 @@ def _check_identity(
     if arch is not None and obj.get("arch") != arch:
         raise CheckpointError(f"checkpoint {path} holds architecture {obj.get('arch')!r}, expected {arch!r}")
     if stem is not None and obj.get("stem") != stem:
-        raise CheckpointError(f"checkpoint {path} holds a {obj.get('stem')!r}-stem ResNet, but 'pretrain.stem' is {stem!r}")
+        raise CheckpointError(
+            f"checkpoint {path} holds a {obj.get('stem')!r}-stem ResNet, but 'pretrain.stem' is {stem!r}"
+        )
 
 
 def load_checkpoint(path: str | Path, *, method: str | None = None, arch: str | None = None) -> dict[str, Any]:

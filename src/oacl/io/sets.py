@@ -456,7 +456,9 @@ def write_set(
     extra = dict(extra or {})
     for key, arr in extra.items():
         if key in REQUIRED_DATASETS or np.asarray(arr).shape[:1] != (images.shape[0],):
-            raise DataError(f"{where}: extra dataset {key!r} must be new and have one row per image, got shape {np.shape(arr)}")
+            raise DataError(
+                f"{where}: extra dataset {key!r} must be new and have one row per image, got shape {np.shape(arr)}"
+            )
     if compression not in ("gzip", None):
         raise ValueError(f"compression must be 'gzip' or None, got {compression!r}")
     n, h = images.shape[:2]

@@ -34,7 +34,12 @@ def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 def head_spec(head: nn.Sequential) -> dict[str, Any]:
     """The constructor arguments of a :func:`mlp_head` (stored next to its weights)."""
     first, last = head[0], head[3]
-    return {"kind": "mlp-bn", "in_dim": first.in_features, "hidden_dim": first.out_features, "out_dim": last.out_features}
+    return {
+        "kind": "mlp-bn",
+        "in_dim": first.in_features,
+        "hidden_dim": first.out_features,
+        "out_dim": last.out_features,
+    }
 
 
 def head_from_spec(spec: dict[str, Any]) -> nn.Sequential:

@@ -169,7 +169,9 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def _make_loader(data: IndexedViews, settings: TrainSettings, info: odist.DistInfo) -> tuple[DataLoader, DistributedSampler]:
+def _make_loader(
+    data: IndexedViews, settings: TrainSettings, info: odist.DistInfo
+) -> tuple[DataLoader, DistributedSampler]:
     per_rank = settings.batch_size // info.world_size
     sampler = DistributedSampler(
         data, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=settings.seed, drop_last=True
@@ -327,7 +329,9 @@ def train(
     if progress and info.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, unit="step", desc=getattr(model, "name", "train"))
+        bar = tqdm(
+            total=total_steps, initial=start_epoch * steps_per_epoch, unit="step", desc=getattr(model, "name", "train")
+        )
 
     for epoch in range(start_epoch, settings.epochs):
         _reseed(epoch_seed(settings.seed, epoch, info.rank))
@@ -362,7 +366,9 @@ def train(
             if bar is not None:
                 if i % 10 == 0 or i == steps_per_epoch - 1:
                     elapsed = time.perf_counter() - t_epoch
-                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", img_s=f"{(i + 1) * settings.batch_size / elapsed:.0f}")
+                    bar.set_postfix(
+                        loss=f"{float(loss.detach()):.3f}", img_s=f"{(i + 1) * settings.batch_size / elapsed:.0f}"
+                    )
                 bar.update(1)
         seconds = time.perf_counter() - t_epoch
         train_seconds += seconds
@@ -407,7 +413,11 @@ def train(
         odist.barrier()
         log.info(
             "epoch %d/%d  loss %.4f  lr %.4g  %.0f img/s%s",
-            epoch + 1, settings.epochs, record.loss, lr, record.images_per_s,
+            epoch + 1,
+            settings.epochs,
+            record.loss,
+            lr,
+            record.images_per_s,
             "".join(f"  {k} {v:.2f}" for k, v in record.monitor.items()),
         )
         if on_epoch_end is not None:

@@ -14,7 +14,9 @@ from oacl.errors import OACLError
 __all__ = ["run_training_stage"]
 
 
-def run_training_stage(main: Callable[[Params], None], params_path: str, script: str | Path, argv: Sequence[str]) -> None:
+def run_training_stage(
+    main: Callable[[Params], None], params_path: str, script: str | Path, argv: Sequence[str]
+) -> None:
     """Run ``main`` through :func:`oacl.cli.run_stage`, or, when ``pretrain.nproc`` > 1 and this
     process is not a torchrun worker, run ``script argv`` under torchrun and exit with its status.
 

@@ -116,16 +116,25 @@ class TrainVariant:
 def _build_moco(cfg: PretrainConfig) -> nn.Module:
     m = cfg.moco
     return MoCo(
-        cfg.arch, cfg.stem, proj_hidden=m.proj_hidden or None, proj_dim=m.proj_dim,
-        queue_size=m.queue_size, temperature=m.temperature, momentum=m.momentum,
+        cfg.arch,
+        cfg.stem,
+        proj_hidden=m.proj_hidden or None,
+        proj_dim=m.proj_dim,
+        queue_size=m.queue_size,
+        temperature=m.temperature,
+        momentum=m.momentum,
     )
 
 
 def _build_byol(cfg: PretrainConfig) -> nn.Module:
     b = cfg.byol
     return BYOL(
-        cfg.arch, cfg.stem, proj_hidden=b.proj_hidden, proj_dim=b.proj_dim,
-        pred_hidden=b.pred_hidden, tau_base=b.tau_base,
+        cfg.arch,
+        cfg.stem,
+        proj_hidden=b.proj_hidden,
+        proj_dim=b.proj_dim,
+        pred_hidden=b.pred_hidden,
+        tau_base=b.tau_base,
     )
 
 
@@ -149,9 +158,17 @@ def train_settings(method: str, cfg: PretrainConfig) -> TrainSettings:
     """:class:`TrainSettings` of ``method`` from the params."""
     m = method_config(method, cfg)
     return TrainSettings(
-        epochs=m.epochs, batch_size=cfg.batch_size, base_lr=m.base_lr, weight_decay=m.weight_decay,
-        sgd_momentum=cfg.sgd_momentum, warmup_epochs=m.warmup_epochs, seed=cfg.seed, amp=cfg.amp,
-        channels_last=cfg.channels_last, compile=cfg.compile, workers=cfg.workers,
+        epochs=m.epochs,
+        batch_size=cfg.batch_size,
+        base_lr=m.base_lr,
+        weight_decay=m.weight_decay,
+        sgd_momentum=cfg.sgd_momentum,
+        warmup_epochs=m.warmup_epochs,
+        seed=cfg.seed,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        workers=cfg.workers,
     )
 
 
@@ -190,7 +207,11 @@ def check_view_size(cfg: PretrainConfig, size: int) -> None:
     """The views (``size`` px) must be at least the stem's downsampling to layer4 (32, 16 or 8), else layer4 has no whole cell."""
     stride = layer4_stride(cfg.stem)
     if size < stride:
-        what = f"'pretrain.image_size' = {size}" if cfg.image_size else f"the data's image side ({size} px; 'pretrain.image_size' = 0)"
+        what = (
+            f"'pretrain.image_size' = {size}"
+            if cfg.image_size
+            else f"the data's image side ({size} px; 'pretrain.image_size' = 0)"
+        )
         raise ConfigError(
             f"params: {what} is too small for 'pretrain.stem' = {cfg.stem!r}, which downsamples {stride}x to layer4: "
             f"use views of at least {stride} px, or a stem that downsamples less (s1: 16x, cifar: 8x)"
@@ -202,7 +223,10 @@ def _fingerprint(data: Dataset) -> dict[str, Any]:
     parts = data.datasets if isinstance(data, ConcatDataset) else [data]
     out = []
     for d in parts:
-        entry: dict[str, Any] = {"n": len(d), "ids": hashlib.sha256("\n".join(getattr(d, "ids", [])).encode()).hexdigest()}
+        entry: dict[str, Any] = {
+            "n": len(d),
+            "ids": hashlib.sha256("\n".join(getattr(d, "ids", [])).encode()).hexdigest(),
+        }
         path = getattr(getattr(d, "set", None), "path", None)
         if path is not None:
             st = os.stat(path)
@@ -229,8 +253,14 @@ def _monitor(params: Params, settings: TrainSettings) -> KnnMonitor | None:
         return None
     aug = AugmentSettings(size=1)
     return KnnMonitor(
-        probes, mean=aug.mean, std=aug.std, every=cfg.knn_every, last_epoch=settings.epochs, k=cfg.knn_k,
-        amp=cfg.amp, channels_last=cfg.channels_last,
+        probes,
+        mean=aug.mean,
+        std=aug.std,
+        every=cfg.knn_every,
+        last_epoch=settings.epochs,
+        k=cfg.knn_k,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
     )
 
 
@@ -282,9 +312,13 @@ def run_pretrain(
         check_queue(cfg, len(data))
     settings = train_settings(method, cfg)
     if cfg.batch_size % info.world_size:
-        raise ConfigError(f"params: 'pretrain.batch_size' = {cfg.batch_size} does not split over {info.world_size} processes")
+        raise ConfigError(
+            f"params: 'pretrain.batch_size' = {cfg.batch_size} does not split over {info.world_size} processes"
+        )
     if len(data) < cfg.batch_size:
-        raise ConfigError(f"params: 'pretrain.batch_size' = {cfg.batch_size} is larger than the {len(data)} training images")
+        raise ConfigError(
+            f"params: 'pretrain.batch_size' = {cfg.batch_size} is larger than the {len(data)} training images"
+        )
     train_data: Dataset = data
     if variant is None:
         views = two_view_pipeline(AugmentSettings(size=size, crop_scale=cfg.crop_scale))
@@ -317,12 +351,28 @@ def run_pretrain(
     last = paths.cache_dir / "last.pt"
     log.info(
         "%s: %s/%s on %s (%d images, %d px), global batch %d, %d epochs, %d process(es), threads %d",
-        name, cfg.arch, cfg.stem, cfg.dataset, len(data), size, cfg.batch_size, settings.epochs,
-        info.world_size, torch.get_num_threads(),
+        name,
+        cfg.arch,
+        cfg.stem,
+        cfg.dataset,
+        len(data),
+        size,
+        cfg.batch_size,
+        settings.epochs,
+        info.world_size,
+        torch.get_num_threads(),
     )
     result = train(
-        model, train_data, views, settings, device=info.device, checkpoint_path=last, resume_key=resume_key,
-        checkpoint_extra={"params": params_record}, monitor=monitor, on_epoch_end=callback,
+        model,
+        train_data,
+        views,
+        settings,
+        device=info.device,
+        checkpoint_path=last,
+        resume_key=resume_key,
+        checkpoint_extra={"params": params_record},
+        monitor=monitor,
+        on_epoch_end=callback,
         progress=info.is_main,
     )
     if not info.is_main:
@@ -334,9 +384,13 @@ def run_pretrain(
     aug = AugmentSettings(size=size)
     with atomic_path(paths.model_dir / "checkpoint.pt") as tmp:
         tmp.write_bytes(last.read_bytes())
-    export_backbone(paths.model_dir / "backbone.pt", result.model, image_size=size, mean=aug.mean, std=aug.std, params=params_record)
+    export_backbone(
+        paths.model_dir / "backbone.pt", result.model, image_size=size, mean=aug.mean, std=aug.std, params=params_record
+    )
     write_loss_plot(paths.plots_dir / "loss.png", result, title=f"{name} ({cfg.arch}, {cfg.dataset})")
-    extra = dict(variant.finish(result, train_data, views)) if variant is not None and variant.finish is not None else {}
+    extra = (
+        dict(variant.finish(result, train_data, views)) if variant is not None and variant.finish is not None else {}
+    )
     final_monitor = next((r.monitor for r in reversed(result.history) if r.monitor), {})
     metrics = {
         "method": method,

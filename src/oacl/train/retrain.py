@@ -191,7 +191,9 @@ def _hardmix(params: Params, aug: AugmentSettings, parts: Sequence[Dataset]) -> 
 def _hardmix_gt(params: Params, aug: AugmentSettings, parts: Sequence[Dataset]) -> ViewPipeline:
     tiles = BackgroundTiles(0.5)  # GT masks are {0, 255}: any threshold in (0, 1) binarises them alike
     _prefill(tiles, parts, "gt")
-    return ViewPipeline(BgMixItem(aug, tiles, "gt"), BatchBgMix(aug, params.retrain.hardmix_gt.prob, hard_threshold=0.5))
+    return ViewPipeline(
+        BgMixItem(aug, tiles, "gt"), BatchBgMix(aug, params.retrain.hardmix_gt.prob, hard_threshold=0.5)
+    )
 
 
 def _mix(kind: str) -> Callable[[Params, AugmentSettings, Sequence[Dataset]], ViewPipeline]:
@@ -293,7 +295,13 @@ def augment_sheet(dataset: Dataset, views: ViewPipeline, *, n: int = 6, seed: in
                 image, window = per_item.crop(item)
                 v1, v2 = per_item.two_crops({"image": image})
                 cands = item_boxes(item, per_item.source, per_item.margin).numpy()
-                rows.append([("image + crop box", _hwc(item["image"]), (cands, window)), ("view 1", _hwc(v1), None), ("view 2", _hwc(v2), None)])
+                rows.append(
+                    [
+                        ("image + crop box", _hwc(item["image"]), (cands, window)),
+                        ("view 1", _hwc(v1), None),
+                        ("view 2", _hwc(v2), None),
+                    ]
+                )
         elif isinstance(per_item, BgMixItem) and isinstance(per_batch, BatchBgMix):
             batch = default_collate([per_item(item) for item in items])
             x = batch["views"][0].float() / 255
@@ -303,26 +311,36 @@ def augment_sheet(dataset: Dataset, views: ViewPipeline, *, n: int = 6, seed: in
             weights = mixer.weights(batch["masks"][0])
             for i in range(len(items)):
                 donor = bg[perm[i]] if applied[i] else torch.zeros_like(bg[i])
-                rows.append([
-                    ("x1 (view)", _hwc(x[i]), None),
-                    ("mask of x1", (weights[i, 0].numpy() * 255).astype(np.uint8), None),
-                    ("x2 background" if applied[i] else "no donor", _hwc(donor), None),
-                    ("mixed", _hwc(mixed[i]), None),
-                ])
+                rows.append(
+                    [
+                        ("x1 (view)", _hwc(x[i]), None),
+                        ("mask of x1", (weights[i, 0].numpy() * 255).astype(np.uint8), None),
+                        ("x2 background" if applied[i] else "no donor", _hwc(donor), None),
+                        ("mixed", _hwc(mixed[i]), None),
+                    ]
+                )
         elif isinstance(per_batch, BatchMix):
             pairs = default_collate([per_item(item) for item in items])
             x = pairs[0].float() / 255
             mixer = BatchMix(per_batch.cfg, per_batch.kind, 1.0, per_batch.alpha)  # type: ignore[arg-type]
             mixed, _, perm = mixer.mix(x)
             for i in range(len(items)):
-                rows.append([("view", _hwc(x[i]), None), ("donor view", _hwc(x[perm[i]]), None), (per_batch.kind, _hwc(mixed[i]), None)])
+                rows.append(
+                    [
+                        ("view", _hwc(x[i]), None),
+                        ("donor view", _hwc(x[perm[i]]), None),
+                        (per_batch.kind, _hwc(mixed[i]), None),
+                    ]
+                )
         else:
             raise ValueError(f"no picture sheet for views {type(per_item).__name__} / {type(per_batch).__name__}")
     cols = len(rows[0])
     top = 0.45 if title else 0.25
     fig = Figure(figsize=(cols * _PANEL_IN, len(rows) * _PANEL_IN + top), dpi=100)
     axes = fig.subplots(len(rows), cols, squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - top / (len(rows) * _PANEL_IN + top), wspace=0.05, hspace=0.05)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, bottom=0.01, top=1 - top / (len(rows) * _PANEL_IN + top), wspace=0.05, hspace=0.05
+    )
     if title:
         fig.suptitle(title, fontsize=8)
     for r, row in enumerate(rows):
@@ -336,7 +354,9 @@ def augment_sheet(dataset: Dataset, views: ViewPipeline, *, n: int = 6, seed: in
                 cands, window = boxes
                 h, w = img.shape[:2]
                 for x0, y0, x1, y1 in cands.reshape(-1, 4):
-                    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=_CANDIDATE, lw=0.6))
+                    ax.add_patch(
+                        Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=_CANDIDATE, lw=0.6)
+                    )
                 if window is not None:
                     top, left, hh, ww = window
                     ax.add_patch(Rectangle((left - 0.5, top - 0.5), ww, hh, fill=False, edgecolor=_BOX, lw=1.4))
@@ -392,7 +412,8 @@ def run_retrain(
     record = variant_settings(params, debias)
     if stores:
         record["cam"] = {
-            n: {"checkpoint_sha256": s.attrs["checkpoint_sha256"], "bytes": s.path.stat().st_size} for n, s in stores.items()
+            n: {"checkpoint_sha256": s.attrs["checkpoint_sha256"], "bytes": s.path.stat().st_size}
+            for n, s in stores.items()
         }
     name = f"retrain-{method}-{debias}"
 
@@ -401,7 +422,10 @@ def run_retrain(
 
     def finish(result: TrainResult, dataset: Dataset, views: ViewPipeline) -> dict[str, Any]:
 
-        save_png(augment_sheet(dataset, views, seed=params.pretrain.seed, title=f"{name}: augmentation inputs"), paths.plots_dir / "augment.png")
+        save_png(
+            augment_sheet(dataset, views, seed=params.pretrain.seed, title=f"{name}: augmentation inputs"),
+            paths.plots_dir / "augment.png",
+        )
         extra: dict[str, Any] = {"debias": debias}
         for key in ("mix_rate", "box_rate", "box_area"):
             value = _epoch_mean(result, key)
