@@ -14,7 +14,8 @@ from conftest import make_scenes, write_scenes
 from oacl.config import Params, parse_section
 from oacl.data.source import SetSource, TensorSource, crop_box, holdout_split
 from oacl.errors import CheckpointError, DataError
-from oacl.eval.features import assert_unchanged, encode, extract_features, frozen, load_variant, state_digest
+from oacl.eval.features import assert_unchanged, extract_features, frozen, load_variant, state_digest
+from oacl.imaging import encode
 from oacl.io.checkpoint import export_backbone
 from oacl.models.moco import MoCo
 from oacl.vocab import DEBIAS, METHODS, parse_variant, variant_backbone_path, variant_names

@@ -6,6 +6,8 @@ validates the *whole* file â€” unknown keys, wrong types, values out of range â€
 and raises one :class:`ConfigError` naming the dotted key, before any stage
 does work. Derived values (effective learning rate, ...) are computed where
 they are used and never written back.
+
+Size: one frozen dataclass per params section and the validator they share: the whole params contract is read in one place.
 """
 
 from __future__ import annotations

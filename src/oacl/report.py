@@ -14,6 +14,8 @@ noise — twice the standard error of a difference of two accuracies on the test
 trials, whichever is larger; 1 point for mIoU, whose per-image spread is not stored — and (c) the
 randomly initialised control does not reach the same value, i.e. the effect is not what an untrained
 network gives for free. Otherwise the claim is reported as *does not hold* (or *n/a* without data).
+
+Size: the paper's tables and the claims rule read the same metric lookups; one module renders them all.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ versions) and its own mask colour. This is exactly "run ContraCAM on random
 batches of ``n`` images" — the authors' negative batch is their inference batch
 — while keeping the whole batch in one vectorised forward pass. ``neg_batch=None``
 (or ``>= B``) is the paper's default: the whole batch.
+
+Size: the reference path (a literal reading of Algorithms 1–3) and the fast path side by side, so that their agreement stays easy to check.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ arguments), so tests can call it in-process. For ``dataset`` in {multi, single}:
 5. pictures: ``<out>/plots/contracam-<dataset>/sheet.png`` and ``boxes_per_image.png``.
 
 All percentages are percent (mIoU too: ``*_miou_pct``). Every file is written atomically.
+
+Size: everything ``contracam@<set>`` does — CAM export, localization metrics with their baselines, ablations, pictures — in the order the stage runs it.
 """
 
 from __future__ import annotations

@@ -61,6 +61,8 @@ Every set file follows ``SCHEMA`` and is written by :func:`oacl.io.sets.write_se
 one writer and reader): gzip-compressed images and masks in chunks of 16 images, no timestamps,
 so the same seed and params give byte-identical files. Randomness: one ``numpy.random.Generator`` per set,
 seeded by ``(seed, crc32(set name))``; sets do not depend on each other's sizes.
+
+Size: one module because every set file is cut from the same rendered scenes with one seeding scheme; the renderers themselves live in shapes.py, textures.py and corruptions.py.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ Formats (registry :data:`DATASETS`, :func:`build_dataset`):
 - ``imagefolder`` :class:`ImageFolderSet` — ``<root>/<class>/*.png|jpg|jpeg`` with optional
   sidecar masks; also the way to bring "your own images with masks".
 - ``bgchallenge`` :class:`BackgroundChallengeSet` — the Background Challenge (IN-9) release.
+
+Size: the four formats (embedded, COCO, ImageFolder, Background Challenge) share one item format, its checks and the image / mask decoders; one module keeps that contract in one place.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ Labels: torchvision detectors use 0 for background, so class index c (0-based, a
 everywhere in this project) is detector label c + 1 and COCO category ``category_ids[c]``.
 
 :func:`run_detect` is everything the stage ``detect@<variant>`` does.
+
+Size: the detection fine-tune from data adapter to COCOeval (data, model assembly, training loop, evaluation, picture, stage) — each part short, used only by ``detect@<model>``.
 """
 
 from __future__ import annotations

@@ -29,16 +29,14 @@ from torch import Tensor, nn
 from oacl.config import Params
 from oacl.data.source import ImageSource
 from oacl.errors import CheckpointError, DataError
-from oacl.imaging import normalize
+from oacl.imaging import encode
 from oacl.io.checkpoint import clean_state_dict, encoder_of, read_backbone
 from oacl.models.backbones import build_backbone
-from oacl.perf import autocast_context
 from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD, parse_variant, variant_backbone_path
 
 __all__ = [
     "FrozenBackbone",
     "assert_unchanged",
-    "encode",
     "extract_features",
     "frozen",
     "load_variant",
@@ -184,20 +182,6 @@ def frozen(backbone: FrozenBackbone, device: torch.device | str = "cpu") -> Iter
 
 
 # ----------------------------------------------------------------------------- extraction
-
-
-def encode(
-    encoder: nn.Module, images: Tensor, mean: Sequence[float], std: Sequence[float], *, amp: bool = False
-) -> Tensor:
-    """Pooled features (B, C) float32 of uint8 images (B, 3, H, W), on the encoder's device, no grad."""
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-    device = next(iter(encoder.parameters()), torch.empty(0)).device
-    with torch.no_grad(), autocast_context(device, amp):
-        out = encoder(normalize(images.to(device), mean, std))
-    if out.dim() != 2:
-        raise ValueError(f"the encoder must return pooled (B, C) features, got shape {tuple(out.shape)}")
-    return out.float()
 
 
 def extract_features(

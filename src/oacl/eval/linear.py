@@ -19,15 +19,15 @@ Percentages are percent. Every function follows the device of its input tensors.
 The second half of the module is the ``lineval@<variant>`` stage (:func:`run_lineval`):
 linear probes on the object-crop set and on single-object ORIGINAL, a metrics JSON and a
 heads file (:func:`save_heads` / :func:`load_heads`) that the ``shift`` stage reads.
+
+Size: the probe (L-BFGS, standardisation, the ℓ2 path, heads files) and the ``lineval`` stage that is its only caller.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import pickle
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from oacl.data.source import ImageSource, crops_splits, original_splits
 from oacl.errors import CheckpointError, DataError
 from oacl.eval.features import extract_features, frozen, load_variant
 from oacl.io.atomic import atomic_path, write_json
+from oacl.io.checkpoint import read_torch_file
 from oacl.perf import resolve_device
 
 __all__ = [
@@ -377,13 +378,7 @@ def save_heads(path: str | Path, payload: Mapping[str, Any]) -> None:
 def load_heads(path: str | Path, task: str = "original") -> tuple[LinearHead, dict[str, Any]]:
     """The head of ``task`` in a heads file and the whole file (a dict); CheckpointError naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"linear heads file {path} does not exist (run the lineval stage of this model first)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"linear heads file {path} cannot be read (truncated or corrupt?): {first}") from None
+    obj = read_torch_file(path, "linear heads file", " (run the lineval stage of this model first)")
     if not isinstance(obj, dict) or obj.get("format") != HEADS_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path} is not a linear heads file (format {found!r}, expected {HEADS_FORMAT!r})")

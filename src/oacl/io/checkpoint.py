@@ -13,11 +13,16 @@ read with ``torch.load(weights_only=True)``:
 
 Every problem — missing, truncated or foreign file, other format, other method or
 architecture, mismatched weights — raises :class:`CheckpointError` naming the file.
+
+:func:`load_backbone` and :func:`load_encoder_projector` also read published self-supervised
+checkpoints (facebookresearch/moco, the paper's Lightning code, solo-learn, lightly, torchvision;
+any file without a ``format`` entry): :mod:`oacl.io.published` rebuilds those.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,11 +41,15 @@ __all__ = [
     "TRAIN_FORMAT",
     "BACKBONE_FORMAT",
     "clean_state_dict",
+    "read_torch_file",
     "save_checkpoint",
     "load_checkpoint",
     "export_backbone",
     "read_backbone",
+    "check_backbone",
     "encoder_of",
+    "projector_of",
+    "is_oacl_file",
     "load_backbone",
     "load_encoder_projector",
 ]
@@ -48,6 +57,7 @@ __all__ = [
 TRAIN_FORMAT = "oacl.train/1"
 BACKBONE_FORMAT = "oacl.backbone/1"
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,17 +84,39 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
         torch.save(dict(payload), f)
 
 
-def _load(path: str | Path, expected_format: str) -> dict[str, Any]:
+def read_torch_file(path: str | Path, what: str = "checkpoint", missing_hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: the one reader of the project's torch files.
+
+    A missing file, or one that does not load (truncated, corrupt, not a torch file, or holding
+    objects other than tensors and plain containers), is a :class:`CheckpointError` naming
+    ``what`` and the path (``missing_hint`` is appended to the missing-file message). A file
+    refused because it pickles Python objects (a Lightning checkpoint's hyper-parameters, say)
+    gets its own message: the first such object, and how to keep only the weights.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"{what} {path} does not exist{missing_hint}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
+        found = _UNSAFE_GLOBAL.search(str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        if found:  # a readable pickle, refused for the objects it holds (not a corrupt file)
+            obj = found.group(1)
+            raise CheckpointError(
+                f"{what} {path} pickles Python objects ({obj}), not only tensors and plain containers, and is "
+                "refused: unpickling them could run arbitrary code. If you trust the file, keep only its weights: "
+                f"python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+                "torch.save({'state_dict': c['state_dict']}, 'weights.pt')\""
+            ) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read (truncated, corrupt or not a checkpoint): {first}"
-        ) from None
+        raise CheckpointError(f"{what} {path} cannot be read (truncated, corrupt or not a {what}): {first}") from None
+
+
+def _load(path: str | Path, expected_format: str) -> dict[str, Any]:
+    return _check_format(read_torch_file(path), path, expected_format)
+
+
+def _check_format(obj: Any, path: str | Path, expected_format: str) -> dict[str, Any]:
     if not isinstance(obj, dict) or "format" not in obj:
         raise CheckpointError(f"checkpoint {path} is not an oacl checkpoint (no 'format' entry)")
     if obj["format"] != expected_format:
@@ -152,7 +184,14 @@ def read_backbone(
 
     ``method`` / ``arch`` / ``stem``, when given, must match the file.
     """
-    obj = _load(path, BACKBONE_FORMAT)
+    return check_backbone(read_torch_file(path), path, method=method, arch=arch, stem=stem)
+
+
+def check_backbone(
+    obj: Any, path: str | Path, *, method: str | None = None, arch: str | None = None, stem: str | None = None
+) -> dict[str, Any]:
+    """:func:`read_backbone` on a file already read (``obj``, from ``path``): the same checks, the same errors."""
+    obj = _check_format(obj, path, BACKBONE_FORMAT)
     for key in ("method", "arch", "stem", "encoder", "projector", "projector_spec"):
         if key not in obj:
             raise CheckpointError(f"backbone file {path} lacks the entry {key!r}")
@@ -181,21 +220,53 @@ def _load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, 
 def load_encoder_projector(
     path: str | Path, *, method: str | None = None, arch: str | None = None
 ) -> tuple[torchvision.models.ResNet, nn.Sequential]:
-    """Rebuild (encoder, projector) from an exported backbone, on the CPU, in eval mode.
+    """Rebuild (encoder, projector) from an exported backbone or a published checkpoint, on the CPU, in eval mode.
 
     encoder: torchvision ResNet with ``fc = Identity`` ((B, 3, H, W) → (B, C));
-    projector: (B, C) → (B, D). ``method`` / ``arch``, when given, must match the file.
+    projector: (B, C) → (B, D). ``method`` / ``arch``, when given, must match the file. A file
+    without a ``format`` entry is read as a published checkpoint
+    (:func:`oacl.io.published.published_model`); one without a projection head (a torchvision
+    state dict, a bare backbone) is a :class:`CheckpointError`: ContraCAM needs the head.
     """
-    obj = read_backbone(path, method=method, arch=arch)
-    encoder = encoder_of(obj, path)
+    obj = read_torch_file(path)
+    if not is_oacl_file(obj):
+        from oacl.io.published import published_model
+
+        return published_model(obj, path, method=method, arch=arch).encoder_projector()
+    obj = check_backbone(obj, path, method=method, arch=arch)
+    return encoder_of(obj, path), projector_of(obj, path)
+
+
+def projector_of(obj: Mapping[str, Any], path: str | Path) -> nn.Sequential:
+    """The projector (eval mode, CPU) of a backbone dict read by :func:`read_backbone` from ``path``."""
     try:
         projector = head_from_spec(obj["projector_spec"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"backbone file {path} describes a model this code cannot build: {err}") from None
     _load_into(projector, obj["projector"], "projector", path)
-    return encoder, projector.eval()
+    return projector.eval()
+
+
+def is_oacl_file(obj: Any) -> bool:
+    """Whether a loaded torch file is one of the project's own (they all carry a ``format`` entry).
+
+    Anything else is read as a published checkpoint (or refused as garbage) by :mod:`oacl.io.published`.
+    """
+    return isinstance(obj, Mapping) and "format" in obj
 
 
 def load_backbone(path: str | Path, *, arch: str | None = None) -> torchvision.models.ResNet:
-    """The torchvision ResNet (fc = Identity, eval mode, CPU) of an exported backbone file."""
-    return load_encoder_projector(path, arch=arch)[0]
+    """The torchvision ResNet (fc = Identity, eval mode, CPU) of an exported backbone or a published checkpoint.
+
+    Published checkpoints (see :mod:`oacl.io.published`) may lack a projection head: only the
+    encoder is needed here.
+    """
+    obj = read_torch_file(path)
+    if not is_oacl_file(obj):
+        from oacl.io.published import published_model
+
+        return published_model(obj, path, arch=arch).encoder
+    obj = check_backbone(obj, path, arch=arch)
+    encoder = encoder_of(obj, path)
+    projector_of(obj, path)  # the file must be whole: a projector that does not fit is an error here too
+    return encoder

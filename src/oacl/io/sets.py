@@ -20,6 +20,8 @@ are loaded) and returns a :class:`SetFile` that reads lazily: nothing stays open
 and every process (DataLoader worker) opens the file itself. :func:`write_set` writes a file
 atomically with deterministic bytes (no timestamps), so regenerating identical data gives an
 identical DVC hash.
+
+Size: the ``oacl.set/1`` format's one reader, one writer and the validation both share.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from oacl.imaging import normalize
-from oacl.perf import autocast_context
+from oacl.imaging import encode
 
 __all__ = ["extract_features", "knn_predict", "knn_top1", "KnnProbe", "KnnMonitor", "stack_images"]
 
@@ -39,18 +38,13 @@ def extract_features(
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-    device = next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()
     out = []
     try:
         for start in range(0, images.shape[0], batch_size):
-            x = normalize(images[start : start + batch_size].to(device), mean, std)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, amp):
-                f = encoder(x)
-            out.append(F.normalize(f.float(), dim=1))
+            f = encode(encoder, images[start : start + batch_size], mean, std, amp=amp, channels_last=channels_last)
+            out.append(F.normalize(f, dim=1))
     finally:
         encoder.train(was_training)
     return torch.cat(out).cpu()
