@@ -7,7 +7,9 @@ Reads ``<data.root>/<set>/train.h5`` (``pretrain.dataset``); writes under ``--ou
 ``models/pretrain-<method>/{checkpoint.pt,backbone.pt}``, ``live/pretrain-<method>/``
 (dvclive), ``plots/pretrain-<method>/loss.png``, ``metrics/pretrain-<method>.json``; keeps
 its resume checkpoint in ``cache/pretrain-<method>/last.pt`` (not a DVC output). With
-``pretrain.nproc > 1`` it relaunches itself under torchrun with that many processes.
+``pretrain.nproc > 1`` it relaunches itself under torchrun with that many processes. With
+``pretrain.imports.<method>`` set it imports that checkpoint instead of training
+(:mod:`oacl.train.imported`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 
 from oacl import dist, perf
 from oacl.config import Params
+from oacl.train.imported import import_file, run_import
 from oacl.train.launch import run_training_stage
 from oacl.train.pretrain import METHOD_BUILDERS, PretrainPaths, run_pretrain
 
@@ -31,10 +34,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
+    paths = PretrainPaths.under(args.out_dir, args.method)
+    if import_file(params, args.method) is not None:  # pretrain.imports.<method>: no training
+        if int(os.environ.get("RANK", 0)) == 0:
+            run_import(params, args.method, paths)
+        return
     perf.tune_malloc()
     perf.configure_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     try:
-        run_pretrain(params, args.method, PretrainPaths.under(args.out_dir, args.method))
+        run_pretrain(params, args.method, paths)
     finally:
         dist.cleanup()
 

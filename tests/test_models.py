@@ -173,3 +173,21 @@ def test_byol_loss_is_symmetric_in_views() -> None:
 def test_moco_rejects_bad_arguments(kw) -> None:
     with pytest.raises(ValueError, match=str(list(kw.values())[0])):
         MoCo("resnet18", **kw)
+
+
+def test_head_spec_round_trips_mlp_bn_and_other_layer_stacks() -> None:
+    from oacl.models.heads import head_from_spec, head_spec
+
+    bn = mlp_head(8, 16, 4)
+    assert head_spec(bn) == {"kind": "mlp-bn", "in_dim": 8, "hidden_dim": 16, "out_dim": 4}
+    v2 = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))  # MoCo v2's head: no BN
+    spec = head_spec(v2)
+    assert spec["kind"] == "layers" and [d["type"] for d in spec["layers"]] == ["linear", "relu", "linear"]
+    rebuilt = head_from_spec(spec)
+    rebuilt.load_state_dict(v2.state_dict())
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(rebuilt(x), v2(x))
+    with pytest.raises(ValueError, match="Linear, BatchNorm1d and ReLU"):
+        head_spec(nn.Sequential(nn.Linear(8, 4), nn.GELU()))
+    with pytest.raises(ValueError, match="unknown head kind"):
+        head_from_spec({"kind": "transformer"})

@@ -214,6 +214,9 @@ class MocoConfig:
     momentum: float = spec(
         0.99, ge=0.0, le=1.0, doc="key-encoder EMA; paper 0.999 (a ~1000-step lag: too slow for a run of ~600 steps)"
     )
+    momentum_final: float = spec(
+        0.0, ge=0.0, le=1.0, doc="0 = constant momentum; else a cosine ramp from momentum to this (short runs: 0.9 -> 0.99)"
+    )
     queue_size: int = spec(1024, ge=1, doc="negatives; at most half the training set (checked; paper 65536 on COCO)")
     proj_hidden: int = spec(0, ge=0, doc="projector hidden width; 0 = the backbone's feature width (MoCo v2)")
     proj_dim: int = spec(128, ge=1)
@@ -233,6 +236,36 @@ class ByolConfig:
     pred_hidden: int = spec(4096, ge=1)
 
 
+IMPORT_DIR = "artifacts/imported"  # where pretrain.imports files live, one folder per method (a dvc.yaml dep)
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Published or earlier checkpoints used as the vanilla models (``pretrain.imports``).
+
+    A non-empty path makes ``pretrain@<method>`` import that file (any format
+    :func:`oacl.io.load_encoder_projector` reads) instead of training; it must lie in
+    ``artifacts/imported/<method>/``, the folder the stage depends on.
+    """
+
+    moco: str = spec("", doc="'' = train MoCo; else a checkpoint under artifacts/imported/moco/")
+    byol: str = spec("", doc="'' = train BYOL; else a checkpoint under artifacts/imported/byol/")
+
+    def __post_init__(self) -> None:
+        for method in ("moco", "byol"):
+            value = getattr(self, method)
+            if not value:
+                continue
+            folder = Path(IMPORT_DIR, method)
+            path = Path(os.path.normpath(value))
+            if path.is_absolute() or path.parent != folder:
+                raise ConfigError(
+                    f"params: 'pretrain.imports.{method}' = {value!r} must name a file directly in {folder}/ "
+                    "(the folder pretrain@" + method + " depends on); copy the checkpoint there"
+                )
+            object.__setattr__(self, method, path.as_posix())
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Vanilla self-supervised pretraining (stages ``pretrain@moco``, ``pretrain@byol``)."""
@@ -240,7 +273,9 @@ class PretrainConfig:
     dataset: Literal["multi", "single", "both"] = spec(
         "both", doc="training set: multi-object, single-object ORIGINAL, or their union"
     )
-    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    arch: Literal["resnet18", "resnet50", "resnet18_w32"] = spec(
+        "resnet18", doc="torchvision ResNet-18 / -50 (the paper's); resnet18_w32: half width, for CPU budgets"
+    )
     stem: Literal["standard", "s1", "cifar"] = spec(
         "standard", doc="standard: 7x7/2 + maxpool; s1: conv1 stride 1; cifar: 3x3/1, no maxpool"
     )
@@ -261,6 +296,7 @@ class PretrainConfig:
     knn_k: int = spec(20, ge=1)
     moco: MocoConfig = field(default_factory=MocoConfig)
     byol: ByolConfig = field(default_factory=ByolConfig)
+    imports: ImportConfig = field(default_factory=ImportConfig)
 
 
 # -------------------------------------------------------------------- contracam

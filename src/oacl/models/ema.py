@@ -26,8 +26,11 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     torch._foreach_lerp_(t_params, [p.detach() for p in o_params], 1.0 - momentum)
 
 
-def cosine_momentum(base: float, progress: float) -> float:
-    """BYOL's schedule: τ = 1 − (1 − base) · (cos(π · progress) + 1) / 2, progress ∈ [0, 1]."""
+def cosine_momentum(base: float, progress: float, final: float = 1.0) -> float:
+    """BYOL's schedule: τ = final − (final − base) · (cos(π · progress) + 1) / 2, progress ∈ [0, 1].
+
+    ``final`` 1 is BYOL's (τ_base → 1); a short MoCo run ramps its key momentum e.g. 0.9 → 0.99.
+    """
     if not 0.0 <= progress <= 1.0:
         raise ValueError(f"progress must be in [0, 1], got {progress!r}")
-    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0

@@ -31,19 +31,52 @@ def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     )
 
 
+def _is_mlp_bn(head: nn.Sequential) -> bool:
+    kinds = [type(m) for m in head]
+    return kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear] and head[0].bias is not None and head[1].affine
+
+
 def head_spec(head: nn.Sequential) -> dict[str, Any]:
-    """The constructor arguments of a :func:`mlp_head` (stored next to its weights)."""
-    first, last = head[0], head[3]
-    return {
-        "kind": "mlp-bn",
-        "in_dim": first.in_features,
-        "hidden_dim": first.out_features,
-        "out_dim": last.out_features,
-    }
+    """The constructor arguments of a head (stored next to its weights).
+
+    A :func:`mlp_head` is ``{"kind": "mlp-bn", in_dim, hidden_dim, out_dim}``; any other stack of
+    Linear / BatchNorm1d / ReLU layers (an imported checkpoint's head, e.g. MoCo v2's
+    Linear-ReLU-Linear) is ``{"kind": "layers", "layers": [...]}``, one entry per module.
+    """
+    if _is_mlp_bn(head):
+        first, last = head[0], head[3]
+        return {
+            "kind": "mlp-bn",
+            "in_dim": first.in_features,
+            "hidden_dim": first.out_features,
+            "out_dim": last.out_features,
+        }
+    layers: list[dict[str, Any]] = []
+    for m in head:
+        if isinstance(m, nn.Linear):
+            layers.append({"type": "linear", "in": m.in_features, "out": m.out_features, "bias": m.bias is not None})
+        elif isinstance(m, nn.BatchNorm1d):
+            layers.append({"type": "bn", "features": m.num_features, "affine": m.affine})
+        elif isinstance(m, nn.ReLU):
+            layers.append({"type": "relu"})
+        else:
+            raise ValueError(f"a head must hold Linear, BatchNorm1d and ReLU layers only, got {type(m).__name__}")
+    return {"kind": "layers", "layers": layers}
 
 
 def head_from_spec(spec: dict[str, Any]) -> nn.Sequential:
     """Rebuild an (untrained) head from :func:`head_spec` output."""
-    if spec.get("kind") != "mlp-bn":
-        raise ValueError(f"unknown head kind {spec.get('kind')!r} (expected 'mlp-bn')")
-    return mlp_head(int(spec["in_dim"]), int(spec["hidden_dim"]), int(spec["out_dim"]))
+    kind = spec.get("kind")
+    if kind == "mlp-bn":
+        return mlp_head(int(spec["in_dim"]), int(spec["hidden_dim"]), int(spec["out_dim"]))
+    if kind != "layers":
+        raise ValueError(f"unknown head kind {kind!r} (expected 'mlp-bn' or 'layers')")
+    build = {
+        "linear": lambda d: nn.Linear(int(d["in"]), int(d["out"]), bias=bool(d["bias"])),
+        "bn": lambda d: nn.BatchNorm1d(int(d["features"]), affine=bool(d["affine"])),
+        "relu": lambda d: nn.ReLU(inplace=True),
+    }
+    try:
+        return nn.Sequential(*(build[d["type"]](d) for d in spec["layers"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"malformed head spec {spec!r}: {err}") from None

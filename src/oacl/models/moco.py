@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from oacl.dist import all_gather_cat, shuffle_across_ranks, unshuffle_across_ranks
 from oacl.losses import mean_pairwise_cosine, moco_logits
 from oacl.models.backbones import build_backbone, feature_dim
-from oacl.models.ema import ema_update
+from oacl.models.ema import cosine_momentum, ema_update
 from oacl.models.heads import mlp_head
 
 __all__ = ["MoCo"]
@@ -56,15 +56,18 @@ class MoCo(nn.Module):
         queue_size: int = 65536,
         temperature: float = 0.2,
         momentum: float = 0.999,
+        momentum_final: float | None = None,
     ) -> None:
         super().__init__()
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        for name, m in (("momentum", momentum), ("momentum_final", momentum_final)):
+            if m is not None and not 0.0 <= m <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {m!r}")
         self.arch, self.stem = arch, stem
+        self.momentum_final = None if momentum_final is None else float(momentum_final)
         self.temperature = float(temperature)
         self.momentum = float(momentum)
         c = feature_dim(arch)
@@ -133,6 +136,11 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def update_target(self, progress: float) -> None:
-        """Momentum update of the key encoder and projector (constant m), after an optimizer step."""
-        ema_update(self.encoder_k, self.encoder_q, self.momentum)
-        ema_update(self.projector_k, self.projector_q, self.momentum)
+        """Momentum update of the key encoder and projector after an optimizer step.
+
+        m is ``momentum`` throughout, or with ``momentum_final`` a cosine ramp from ``momentum``
+        (progress 0) to ``momentum_final`` (progress 1).
+        """
+        m = self.momentum if self.momentum_final is None else cosine_momentum(self.momentum, progress, self.momentum_final)
+        ema_update(self.encoder_k, self.encoder_q, m)
+        ema_update(self.projector_k, self.projector_q, m)

@@ -123,6 +123,7 @@ def _build_moco(cfg: PretrainConfig) -> nn.Module:
         queue_size=m.queue_size,
         temperature=m.temperature,
         momentum=m.momentum,
+        momentum_final=m.momentum_final or None,
     )
 
 

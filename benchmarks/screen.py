@@ -1,0 +1,199 @@
+"""Screening harness for issue 16: does self-supervised learning beat random weights on a candidate?
+
+    PYTHONPATH=src python benchmarks/screen.py --tag NAME [--set KEY=VALUE ...] \\
+        [--what random,supervised,moco,byol] [--steps 300] [--seeds 0 1] [--out docs/learnability.jsonl]
+
+For one configuration — ``params.yaml`` plus ``--set`` overrides of any key (``data.benchmark.*``:
+a candidate benchmark, generated once into ``/tmp/oacl-screen/<hash>``; ``pretrain.*``: the model
+and the recipe) — it measures, on the same architecture and the same frozen-feature probe:
+
+- ``random``: the random-init control, one row per init seed (``--random-seeds``, default 3);
+- ``supervised``: the same backbone trained with labels (cross-entropy on one augmented view of
+  the training images, their primary-object class) for the same number of steps — the learnable
+  ceiling of that budget;
+- ``moco`` / ``byol``: the project's MoCo v2 / BYOL through the training engine for ``--steps``
+  optimiser steps (``pretrain.batch_size`` images each), one row per ``--seeds``.
+
+The probe is :func:`probe_learnability.probe` (scikit-learn logistic regression, C chosen on the
+validation split): object crops, ORIGINAL, MIXED-SAME, MIXED-RAND, ONLY-FG and BG-Gap (test
+splits). Each row is printed and appended to ``--out`` as JSON (config, steps, seconds, img/s,
+accuracies), so every configuration tried stays on record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_learnability import probe  # noqa: E402
+
+from oacl.augment.views import AugmentSettings, two_view_pipeline  # noqa: E402
+from oacl.config import BenchmarkConfig, Params, overlay, parse_section  # noqa: E402
+from oacl.data.benchmark import generate_benchmark  # noqa: E402
+from oacl.models.backbones import build_backbone, feature_dim  # noqa: E402
+from oacl.schedules import effective_lr, lr_at  # noqa: E402
+from oacl.train.engine import IndexedViews, TrainSettings, train  # noqa: E402
+from oacl.train.pretrain import build_method, open_train_set  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dotted(pairs: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=[1, 2]"]`` → ``{"a": {"b": 1}, "c": [1, 2]}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def benchmark_dir(raw: dict[str, Any]) -> Path:
+    """Generate the candidate benchmark once (keyed by its settings); return its folder."""
+    bench = raw["data"]["benchmark"]
+    key = hashlib.sha256(json.dumps(bench, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path("/tmp/oacl-screen") / f"bench-{key}"
+    if not (root / "benchmark.json").is_file():
+        t0 = time.perf_counter()
+        generate_benchmark(parse_section(BenchmarkConfig, bench), root)
+        print(f"# generated {root} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return root
+
+
+def labels_of(data: Any) -> torch.Tensor:
+    """The class of every training item (multi-object scenes: the primary object's)."""
+    return torch.tensor([int(data[i]["label"]) for i in range(len(data))])
+
+
+def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int) -> tuple[nn.Module, float]:
+    """The backbone + a linear classifier, cross-entropy on the first view, SGD with the SSL schedule."""
+    cfg = params.pretrain
+    torch.manual_seed(seed)
+    encoder = build_backbone(cfg.arch, cfg.stem)
+    labels = labels_of(data)
+    head = nn.Linear(feature_dim(cfg.arch), int(labels.max()) + 1)
+    model = nn.Sequential(encoder, head)
+    views = two_view_pipeline(AugmentSettings(size=size, crop_scale=cfg.crop_scale))
+    loader_set = IndexedViews(data, views.per_item, seed=seed)
+    peak = effective_lr(cfg.moco.base_lr, cfg.batch_size)
+    opt = torch.optim.SGD(model.parameters(), lr=peak, momentum=cfg.sgd_momentum, weight_decay=cfg.moco.weight_decay)
+    step, t0 = 0, time.perf_counter()
+    model.train()
+    while step < steps:
+        loader_set.epoch += 1
+        gen = torch.Generator().manual_seed(seed * 1000 + loader_set.epoch)
+        for index, batch in DataLoader(
+            loader_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen
+        ):
+            x1 = views.per_batch(batch)[0]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, steps, peak)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+                loss = F.cross_entropy(model(x1).float(), labels[index])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step >= steps:
+                break
+    return encoder, time.perf_counter() - t0
+
+
+def train_ssl(params: Params, method: str, data: Any, size: int, steps: int, seed: int) -> tuple[nn.Module, float, int]:
+    """MoCo / BYOL through the project's engine for about ``steps`` steps (whole epochs)."""
+    cfg = params.pretrain
+    per_epoch = len(data) // cfg.batch_size
+    epochs = max(1, math.ceil(steps / per_epoch))
+    m = getattr(cfg, method)
+    settings = TrainSettings(
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        base_lr=m.base_lr,
+        weight_decay=m.weight_decay,
+        sgd_momentum=cfg.sgd_momentum,
+        warmup_epochs=m.warmup_epochs,
+        seed=seed,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+    )
+    torch.manual_seed(seed)
+    model = build_method(method, cfg)
+    views = two_view_pipeline(AugmentSettings(size=size, crop_scale=cfg.crop_scale))
+    t0 = time.perf_counter()
+    result = train(model, data, views, settings, device="cpu", progress=False)
+    return result.model.encoder, time.perf_counter() - t0, epochs * per_epoch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tag", required=True)
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--what", default="random,supervised,moco,byol")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "learnability.jsonl")
+    args = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    overrides = dotted(args.sets)
+    raw = overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    root = benchmark_dir(raw)
+    raw = overlay(raw, {"data": {"root": str(root), "source": "embedded"}})
+    params = parse_section(Params, raw)
+    data, size = open_train_set(params)
+    cfg = params.pretrain
+    base = {"tag": args.tag, "set": overrides, "arch": cfg.arch, "stem": cfg.stem, "n_train": len(data)}
+
+    def emit(row: dict[str, Any]) -> None:
+        row = {**base, **row, **{k: round(v, 1) for k, v in probe(row.pop("encoder"), root, 0).items()}}
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+        print(
+            f"| {row['tag']} | {row['what']} | {row['seed']} | {row.get('steps', 0)} | {row.get('seconds', 0):.0f} | "
+            f"{row.get('img_per_s', 0):.0f} | {row['crops']:.1f} | {row['original']:.1f} | {row['mixed_rand']:.1f} | "
+            f"{row['bg_gap']:.1f} |",
+            flush=True,
+        )
+
+    for what in args.what.split(","):
+        if what == "random":
+            for s in args.random_seeds:
+                torch.manual_seed(s)
+                emit({"what": "random", "seed": s, "encoder": build_backbone(cfg.arch, cfg.stem)})
+            continue
+        for s in args.seeds:
+            if what == "supervised":
+                enc, sec = train_supervised(params, data, size, args.steps, s)
+                steps = args.steps
+            else:
+                enc, sec, steps = train_ssl(params, what, data, size, args.steps, s)
+            emit(
+                {
+                    "what": what,
+                    "seed": s,
+                    "steps": steps,
+                    "seconds": sec,
+                    "img_per_s": steps * cfg.batch_size / sec,  # training images per second (not views)
+                    "encoder": enc,
+                }
+            )
+
+
+if __name__ == "__main__":
+    main()
