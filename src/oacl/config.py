@@ -215,7 +215,10 @@ class MocoConfig:
         0.99, ge=0.0, le=1.0, doc="key-encoder EMA; paper 0.999 (a ~1000-step lag: too slow for a run of ~600 steps)"
     )
     momentum_final: float = spec(
-        0.0, ge=0.0, le=1.0, doc="0 = constant momentum; else a cosine ramp from momentum to this (short runs: 0.9 -> 0.99)"
+        0.0,
+        ge=0.0,
+        le=1.0,
+        doc="0 = constant momentum; else a cosine ramp from momentum to this (short runs: 0.9 -> 0.99)",
     )
     queue_size: int = spec(1024, ge=1, doc="negatives; at most half the training set (checked; paper 65536 on COCO)")
     proj_hidden: int = spec(0, ge=0, doc="projector hidden width; 0 = the backbone's feature width (MoCo v2)")

@@ -26,6 +26,7 @@ from torch import nn
 
 __all__ = ["ARCHS", "STEMS", "build_backbone", "feature_dim", "apply_stem", "layer4_stride"]
 
+
 def _narrow_resnet18(width: int) -> torchvision.models.ResNet:
     """ResNet-18 with planes ``width`` x (1, 2, 4, 8), torchvision's blocks and initialisation."""
     from torchvision.models.resnet import BasicBlock

@@ -141,6 +141,10 @@ class MoCo(nn.Module):
         m is ``momentum`` throughout, or with ``momentum_final`` a cosine ramp from ``momentum``
         (progress 0) to ``momentum_final`` (progress 1).
         """
-        m = self.momentum if self.momentum_final is None else cosine_momentum(self.momentum, progress, self.momentum_final)
+        m = (
+            self.momentum
+            if self.momentum_final is None
+            else cosine_momentum(self.momentum, progress, self.momentum_final)
+        )
         ema_update(self.encoder_k, self.encoder_q, m)
         ema_update(self.projector_k, self.projector_q, m)
