@@ -25,7 +25,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -35,9 +35,8 @@ from oacl import perf
 from oacl.augment.views import AugmentSettings, BatchPhotometric, TwoCrops
 from oacl.config import PretrainConfig
 from oacl.models.backbones import build_backbone
-from oacl.models.byol import BYOL
-from oacl.models.moco import MoCo
 from oacl.perf import autocast_context
+from oacl.train.pretrain import build_method
 
 
 @dataclass(frozen=True)
@@ -89,27 +88,8 @@ def _step_flops(step: Callable[[], None]) -> int:
 def our_step(method: str, cfg: PretrainConfig, v: Variant, x1: torch.Tensor, x2: torch.Tensor) -> Callable[[], None]:
     """One training step of our engine's inner loop (forward, backward, SGD, EMA)."""
     torch.manual_seed(0)
-    if method == "moco":
-        m = cfg.moco
-        model: nn.Module = MoCo(
-            cfg.arch,
-            cfg.stem,
-            proj_hidden=m.proj_hidden or None,
-            proj_dim=m.proj_dim,
-            queue_size=4096,
-            temperature=m.temperature,
-            momentum=m.momentum,
-        )
-    else:
-        b = cfg.byol
-        model = BYOL(
-            cfg.arch,
-            cfg.stem,
-            proj_hidden=b.proj_hidden,
-            proj_dim=b.proj_dim,
-            pred_hidden=b.pred_hidden,
-            tau_base=b.tau_base,
-        )
+    # the stage's own builder; a 4096-key queue whatever params.yaml says (the benchmark's batch stream)
+    model: nn.Module = build_method(method, replace(cfg, moco=replace(cfg.moco, queue_size=4096)))
     device = x1.device
     model = model.to(device)
     if v.channels_last:

@@ -161,7 +161,8 @@ def main() -> None:
     base = {"tag": args.tag, "set": overrides, "arch": cfg.arch, "stem": cfg.stem, "n_train": len(data)}
 
     def emit(row: dict[str, Any]) -> None:
-        row = {**base, **row, **{k: round(v, 1) for k, v in probe(row.pop("encoder"), root, 0).items()}}
+        encoder = row.pop("encoder")
+        row = {**base, **row, **{k: round(v, 1) for k, v in probe(encoder, root, 0).items()}}
         with open(args.out, "a") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
         print(

@@ -573,3 +573,16 @@ def test_out_of_range_fields_are_rejected(raw, message):
 
 def test_default_config_is_valid():
     bm.validate_config(BenchmarkConfig())
+
+
+def test_texture_corr_draws_another_class_texture_at_the_given_rate() -> None:
+    cfg = parse_section(BenchmarkConfig, {"num_classes": 8})
+    classes = np.arange(80_000) % 8
+    assert bm._texture_of(np.random.default_rng(0), classes, cfg) is None  # the default draws nothing
+    never = bm._texture_of(np.random.default_rng(0), classes, parse_section(BenchmarkConfig, {"texture_corr": 0.0}))
+    assert (never != classes).all() and set(np.unique(never)) == set(range(8))
+    half = bm._texture_of(np.random.default_rng(0), classes, parse_section(BenchmarkConfig, {"texture_corr": 0.5}))
+    assert abs(float(np.mean(half == classes)) - 0.5) < 0.03
+    uniform = bm._texture_of(np.random.default_rng(0), classes, parse_section(BenchmarkConfig, {"texture_corr": 1 / 8}))
+    counts = np.bincount(uniform[classes == 3], minlength=8)  # independent of the class: 1/8 each (s.e. ~3 %)
+    assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()

@@ -136,6 +136,12 @@ class BenchmarkConfig:
     object_scale: tuple[float, float] = spec(
         (0.35, 0.65), gt=0.0, le=1.0, doc="object size / image side (single-object sets)"
     )
+    texture_corr: float = spec(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        doc="P(an object wears its class's texture type); else another class's (1/num_classes: independent)",
+    )
     multi: MultiSetConfig = field(default_factory=MultiSetConfig)
     single: SingleSetConfig = field(default_factory=SingleSetConfig)
     shift: ShiftSetConfig = field(default_factory=ShiftSetConfig)

@@ -177,24 +177,44 @@ def validate_config(cfg: BenchmarkConfig) -> None:
     if cfg.num_classes > len(CLASSES):
         raise bad("num_classes", cfg.num_classes, f"exceeds the {len(CLASSES)} shape classes available")
     if cfg.num_backgrounds > len(BACKGROUNDS):
-        raise bad("num_backgrounds", cfg.num_backgrounds, f"exceeds the {len(BACKGROUNDS)} background families available")
+        raise bad(
+            "num_backgrounds", cfg.num_backgrounds, f"exceeds the {len(BACKGROUNDS)} background families available"
+        )
     if cfg.num_backgrounds < cfg.num_classes:
-        raise bad("num_backgrounds", cfg.num_backgrounds, f"must be >= num_classes ({cfg.num_classes}): class k is correlated with family k")
+        raise bad(
+            "num_backgrounds",
+            cfg.num_backgrounds,
+            f"must be >= num_classes ({cfg.num_classes}): class k is correlated with family k",
+        )
     if cfg.multi.group_size > cfg.num_classes or cfg.num_classes % cfg.multi.group_size:
         raise bad("multi.group_size", cfg.multi.group_size, f"must divide num_classes ({cfg.num_classes})")
     if cfg.multi.group_size == cfg.num_classes and cfg.multi.cooccur < 1.0:
-        raise bad("multi.cooccur", cfg.multi.cooccur, "must be 1.0 when a single group holds every class (no class lies outside it)")
+        raise bad(
+            "multi.cooccur",
+            cfg.multi.cooccur,
+            "must be 1.0 when a single group holds every class (no class lies outside it)",
+        )
     for key, scale in (("object_scale", cfg.object_scale), ("multi.object_scale", cfg.multi.object_scale)):
         if scale[0] * cfg.image_size < 6.0:
             raise bad(key, list(scale), f"gives objects under 6 px at image_size {cfg.image_size}")
     if cfg.single.test < 2 * cfg.num_classes:
-        raise bad("single.test", cfg.single.test, f"must be >= 2 * num_classes = {2 * cfg.num_classes} (MIXED-SAME needs two images per class)")
+        raise bad(
+            "single.test",
+            cfg.single.test,
+            f"must be >= 2 * num_classes = {2 * cfg.num_classes} (MIXED-SAME needs two images per class)",
+        )
     unknown = [c for c in cfg.shift.corruptions if c not in CORRUPTIONS]
     if unknown:
-        raise bad("shift.corruptions", list(cfg.shift.corruptions), f"names unknown corruption {unknown[0]!r} (known: {', '.join(CORRUPTIONS)})")
+        raise bad(
+            "shift.corruptions",
+            list(cfg.shift.corruptions),
+            f"names unknown corruption {unknown[0]!r} (known: {', '.join(CORRUPTIONS)})",
+        )
     unknown = [c for c in cfg.shift.styles if c not in STYLES]
     if unknown:
-        raise bad("shift.styles", list(cfg.shift.styles), f"names unknown style {unknown[0]!r} (known: {', '.join(STYLES)})")
+        raise bad(
+            "shift.styles", list(cfg.shift.styles), f"names unknown style {unknown[0]!r} (known: {', '.join(STYLES)})"
+        )
     for key, values in (
         ("shift.corruptions", cfg.shift.corruptions),
         ("shift.severities", cfg.shift.severities),
@@ -268,7 +288,9 @@ def _set_from_masks(
     )
 
 
-def _place(rng: np.random.Generator, n: int, size: int, scale: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _place(
+    rng: np.random.Generator, n: int, size: int, scale: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random object radius (n,) (scale x size / 2), centre (n, 2) keeping the disk of radius R inside, angle (n,)."""
     r = rng.uniform(scale[0], scale[1], n) * size / 2.0
     centers = np.stack([rng.uniform(r, size - r), rng.uniform(r, size - r)], 1)
@@ -276,6 +298,19 @@ def _place(rng: np.random.Generator, n: int, size: int, scale: tuple[float, floa
 
 
 # ------------------------------------------------------------------------- single object
+
+
+def _texture_of(rng: np.random.Generator, classes: np.ndarray, cfg: BenchmarkConfig) -> np.ndarray | None:
+    """Texture class per object: its own with probability ``texture_corr``, else another class's (uniform).
+
+    None (every object its own class's texture, no random draw: the default's files are unchanged)
+    when ``texture_corr`` is 1; ``1 / num_classes`` makes the texture independent of the class.
+    """
+    if cfg.texture_corr >= 1.0:
+        return None
+    k = cfg.num_classes
+    keep = rng.random(classes.size) < cfg.texture_corr
+    return np.where(keep, classes, (classes + rng.integers(1, k, classes.size)) % k)
 
 
 def _render_single_layers(
@@ -300,7 +335,7 @@ def _render_single_layers(
         k = sl.stop - sl.start
         if families is not None:
             bg[sl] = _to_u8(render_backgrounds(rng, families[sl], s))
-        tex = None if texture_classes is None else texture_classes[sl]
+        tex = _texture_of(rng, labels[sl], cfg) if texture_classes is None else texture_classes[sl]
         r, c, a = _place(rng, k, s, cfg.object_scale)
         m, rgb = render_objects(rng, labels[sl], c, r, a, s, texture_classes=tex)
         for _ in range(20):  # a degenerate draw (possible only for tiny objects): re-draw that object
@@ -421,15 +456,30 @@ def background_challenge(
     empty = np.zeros_like(masks)
     out: dict[str, dict[str, np.ndarray]] = {
         "original": {"images": original, "masks": masks, "backgrounds": families, "bg_donors": none},
-        "only_fg": {"images": np.where(m3, foreground, 0).astype(np.uint8), "masks": masks, "backgrounds": none, "bg_donors": none},
-        "only_bg_b": {"images": np.where(in_box[..., None], 0, original).astype(np.uint8), "masks": empty, "backgrounds": families, "bg_donors": none},
+        "only_fg": {
+            "images": np.where(m3, foreground, 0).astype(np.uint8),
+            "masks": masks,
+            "backgrounds": none,
+            "bg_donors": none,
+        },
+        "only_bg_b": {
+            "images": np.where(in_box[..., None], 0, original).astype(np.uint8),
+            "masks": empty,
+            "backgrounds": families,
+            "bg_donors": none,
+        },
         "only_bg_t": {
             "images": np.stack([_tile_box(original[i], boxes[i]) for i in range(n)]),
             "masks": empty,
             "backgrounds": families,
             "bg_donors": none,
         },
-        "no_fg": {"images": np.where(m3, 0, original).astype(np.uint8), "masks": empty, "backgrounds": families, "bg_donors": none},
+        "no_fg": {
+            "images": np.where(m3, 0, original).astype(np.uint8),
+            "masks": empty,
+            "backgrounds": families,
+            "bg_donors": none,
+        },
     }
     for rule in ("same", "rand", "next"):
         donor = _donors(rng, labels, num_classes, rule)
@@ -495,7 +545,9 @@ def render_multi(rng: np.random.Generator, cfg: BenchmarkConfig, n: int) -> Mult
         for j in range(count):
             for _ in range(50):
                 cx, cy = rng.uniform(radii[j], s - radii[j], 2)
-                if all((cx - pos[q][0]) ** 2 + (cy - pos[q][1]) ** 2 >= (0.7 * (radii[j] + radii[q])) ** 2 for q in placed):
+                if all(
+                    (cx - pos[q][0]) ** 2 + (cy - pos[q][1]) ** 2 >= (0.7 * (radii[j] + radii[q])) ** 2 for q in placed
+                ):
                     placed.append(j)
                     pos[j] = (cx, cy)
                     break
@@ -525,7 +577,9 @@ def render_multi(rng: np.random.Generator, cfg: BenchmarkConfig, n: int) -> Mult
         hi = min(n, lo + _CHUNK)
         sel = np.flatnonzero((o_img_a >= lo) & (o_img_a < hi))
         canvas = render_backgrounds(rng, families[lo:hi], s)
-        masks, rgb = render_objects(rng, o_cls_a[sel], o_c_a[sel], o_r_a[sel], rng.uniform(0, 2 * np.pi, sel.size), s)
+        angles = rng.uniform(0, 2 * np.pi, sel.size)
+        tex = _texture_of(rng, o_cls_a[sel], cfg)
+        masks, rgb = render_objects(rng, o_cls_a[sel], o_c_a[sel], o_r_a[sel], angles, s, texture_classes=tex)
         local, ranks = o_img_a[sel] - lo, o_rank_a[sel]
         cover = np.zeros((hi - lo, s, s), bool)
         keep = np.zeros(sel.size, bool)
@@ -600,7 +654,11 @@ def make_crops(scenes: MultiScenes, ids: list[str], margin: float, crop_size: in
         patch = scenes.images[i, cy0:cy1, cx0:cx1]
         interp = cv2.INTER_AREA if max(cx1 - cx0, cy1 - cy0) > crop_size else cv2.INTER_LINEAR
         crop = cv2.resize(patch, (crop_size, crop_size), interpolation=interp)
-        cm = cv2.resize(scenes.inst_masks[j, cy0:cy1, cx0:cx1].astype(np.uint8), (crop_size, crop_size), interpolation=cv2.INTER_NEAREST)
+        cm = cv2.resize(
+            scenes.inst_masks[j, cy0:cy1, cx0:cx1].astype(np.uint8),
+            (crop_size, crop_size),
+            interpolation=cv2.INTER_NEAREST,
+        )
         k = within[i]
         within[i] += 1
         if not cm.any():  # a sliver lost by nearest-neighbour shrinking: no usable crop
@@ -615,7 +673,9 @@ def make_crops(scenes: MultiScenes, ids: list[str], margin: float, crop_size: in
     return _set_from_masks(images, masks, np.asarray(labels, np.int64), np.asarray(fams, np.int64), cids)
 
 
-def coco_dict(data: SetData, scenes: MultiScenes, classes: Sequence[str], groups: Sequence[Sequence[int]]) -> dict[str, Any]:
+def coco_dict(
+    data: SetData, scenes: MultiScenes, classes: Sequence[str], groups: Sequence[Sequence[int]]
+) -> dict[str, Any]:
     """COCO instances JSON for a scene set: RLE masks (pycocotools), bbox [x, y, w, h], area in px.
 
     Image id = row + 1, ``file_name`` = the set file's id; annotation id = instance row + 1;
@@ -696,7 +756,12 @@ def _shift_sets(cfg: BenchmarkConfig) -> Iterator[tuple[str, SetData]]:
         for name in cfg.shift.corruptions:
             for sev in cfg.shift.severities:
                 stem = f"{name}-{sev}"
-                yield stem, _set_from_masks(corrupt(base, name, sev, _rng(cfg.seed, f"shift/{stem}")), masks, labels, fams, ids)
+                yield (
+                    stem,
+                    _set_from_masks(
+                        corrupt(base, name, sev, _rng(cfg.seed, f"shift/{stem}")), masks, labels, fams, ids
+                    ),
+                )
     for style in cfg.shift.styles:
         rng = _rng(cfg.seed, f"shift/{style}")
         labels = _balanced_labels(rng, n, k)
@@ -728,8 +793,20 @@ def write_set_file(
 ) -> int:
     """Write ``data`` as an ``oacl.set/1`` file (:func:`oacl.io.sets.write_set`); return its size in bytes."""
     return write_set(
-        path, data.images, data.ids, data.labels, data.masks, data.boxes.reshape(-1, 4), data.box_labels,
-        data.box_index, data.backgrounds, kind, classes, name, attrs=attrs, extra=data.extra,
+        path,
+        data.images,
+        data.ids,
+        data.labels,
+        data.masks,
+        data.boxes.reshape(-1, 4),
+        data.box_labels,
+        data.box_index,
+        data.backgrounds,
+        kind,
+        classes,
+        name,
+        attrs=attrs,
+        extra=data.extra,
     )
 
 
@@ -792,7 +869,12 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict[str, A
         fams = sample_families(rng, labels, b, cfg.single.bg_corr)
         bg, fg, masks = _render_single_layers(rng, cfg, labels, fams)
         images = np.where(masks[..., None], fg, bg)
-        write(f"single/{split}.h5", _set_from_masks(images, masks, labels, fams, [f"single-{split}-{i:05d}" for i in range(n)]), "single", f"single-{split}")
+        write(
+            f"single/{split}.h5",
+            _set_from_masks(images, masks, labels, fams, [f"single-{split}-{i:05d}" for i in range(n)]),
+            "single",
+            f"single-{split}",
+        )
         rates[f"single_{split}_bg_corr"] = _measure_rates(labels, fams)
     rng = _rng(cfg.seed, "single/test")
     n = cfg.single.test
@@ -824,7 +906,8 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict[str, A
         "background_families": families,
         "class_family": {classes[c]: families[c] for c in range(cfg.num_classes)},
         "variants": list(BG_VARIANTS),
-        "shift_sets": [f"{c}-{sv}" for c in cfg.shift.corruptions for sv in cfg.shift.severities] + list(cfg.shift.styles),
+        "shift_sets": [f"{c}-{sv}" for c in cfg.shift.corruptions for sv in cfg.shift.severities]
+        + list(cfg.shift.styles),
         "corruption_families": {c: CORRUPTIONS[c][1] for c in cfg.shift.corruptions},
         "sizes": sizes,
         "rates": rates,
@@ -833,4 +916,10 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict[str, A
     rates = {k: (round(v, 4) if np.isfinite(v) else None) for k, v in rates.items()}  # None: nothing to measure
     meta["rates"] = rates
     write_json(out / "benchmark.json", meta)
-    return {"sizes": sizes, "rates": rates, "bytes": nbytes, "total_bytes": int(sum(nbytes.values())), "seconds": time.perf_counter() - t0}
+    return {
+        "sizes": sizes,
+        "rates": rates,
+        "bytes": nbytes,
+        "total_bytes": int(sum(nbytes.values())),
+        "seconds": time.perf_counter() - t0,
+    }
