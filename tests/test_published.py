@@ -392,7 +392,8 @@ def test_a_resnet_this_project_does_not_build_is_refused(tmp_path: Path) -> None
     path = tmp_path / "r34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), path)
     with pytest.raises(
-        CheckpointError, match=r"r34\.pth \(torchvision\) holds a resnet34; this project builds resnet18, resnet50"
+        CheckpointError,
+        match=r"r34\.pth \(torchvision\) holds a resnet34; this project builds resnet18, resnet18_w32, resnet50",
     ):
         oacl.io.load_backbone(path)
 
