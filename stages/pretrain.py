@@ -5,7 +5,8 @@
 
 Reads ``<data.root>/<set>/train.h5`` (``pretrain.dataset``); writes under ``--out-dir``:
 ``models/pretrain-<method>/{checkpoint.pt,backbone.pt}``, ``live/pretrain-<method>/``
-(dvclive), ``plots/pretrain-<method>/loss.png``, ``metrics/pretrain-<method>.json``; keeps
+(dvclive), ``plots/pretrain-<method>/loss.png``, ``metrics/pretrain-<method>.json`` (the
+headline) and ``eval/pretrain-<method>/details.json`` (the rest, :mod:`oacl.io.results`); keeps
 its resume checkpoint in ``cache/pretrain-<method>/last.pt`` (not a DVC output). With
 ``pretrain.nproc > 1`` it relaunches itself under torchrun with that many processes. With
 ``pretrain.imports.<method>`` set it imports that checkpoint instead of training
@@ -20,6 +21,7 @@ import sys
 
 from oacl import dist, perf
 from oacl.config import Params
+from oacl.io.results import write_results
 from oacl.train.imported import import_file, run_import
 from oacl.train.launch import run_training_stage
 from oacl.train.pretrain import METHOD_BUILDERS, PretrainPaths, run_pretrain
@@ -37,12 +39,14 @@ def main(params: Params, args: argparse.Namespace) -> None:
     paths = PretrainPaths.under(args.out_dir, args.method)
     if import_file(params, args.method) is not None:  # pretrain.imports.<method>: no training
         if int(os.environ.get("RANK", 0)) == 0:
-            run_import(params, args.method, paths)
+            write_results(paths.metrics, run_import(params, args.method, paths))
         return
     perf.tune_malloc()
     perf.configure_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     try:
-        run_pretrain(params, args.method, paths)
+        metrics = run_pretrain(params, args.method, paths)
+        if metrics is not None:  # rank 0: the headline stays, the rest goes to eval/pretrain-<method>/
+            write_results(paths.metrics, metrics)
     finally:
         dist.cleanup()
 

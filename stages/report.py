@@ -2,16 +2,19 @@
 
     PYTHONPATH=src python stages/report.py [--params params.yaml] [--metrics-dir artifacts/metrics]
         [--out artifacts/report.md] [--summary artifacts/metrics/report.json] [--plots artifacts/plots/report]
+        [--figures artifacts/plots]
 
-Reads the JSON files the other stages wrote under ``--metrics-dir`` (see :mod:`oacl.report`);
-writes the Markdown report, a two-number summary for ``dvc metrics`` and PNG bar charts, each
-atomically.
+Reads the JSON files the other stages wrote under ``--metrics-dir`` and their details beside
+them (``../eval/``; see :mod:`oacl.report`); writes PNG bar charts, the Markdown report (a
+five-line summary, the claims, the tables, and relative links to the charts and to the stages'
+pictures under ``--figures``) and a three-number summary for ``dvc metrics``, each atomically.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from oacl import report
 from oacl.cli import run_stage
@@ -28,16 +31,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="artifacts/report.md")
     p.add_argument("--summary", default="artifacts/metrics/report.json")
     p.add_argument("--plots", default="artifacts/plots/report")
+    p.add_argument("--figures", default="artifacts/plots", help="the stages' pictures, linked from the report")
     return p.parse_args(argv)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
     metrics = report.load_metrics(args.metrics_dir)
-    text = report.render(metrics)
+    with atomic_dir(args.plots) as tmp:  # first: the report links these charts
+        report.write_charts(metrics, tmp)
+    figures = report.Figures(Path(args.figures), Path(args.out).parent)
+    text = report.render(metrics, figures=figures, data_source=params.data.source)
     with atomic_path(args.out) as tmp:
         tmp.write_text(text)
-    with atomic_dir(args.plots) as tmp:
-        report.write_charts(metrics, tmp)
     summary = report.summary(metrics)
     write_json(args.summary, summary)
     log.info(

@@ -7,7 +7,8 @@ Reads the training set of ``pretrain.dataset``, the params of the vanilla twin (
 ``pretrain.<method>``), the variant's block ``retrain.<debias>`` (and ``pmix`` for bgmix), and
 for the ContraCAM variants ``<cam-dir>/<set>.h5``. Writes under ``--out-dir``:
 ``models/retrain-<method>-<debias>/{checkpoint.pt,backbone.pt}``, ``live/retrain-<method>-<debias>/``,
-``plots/retrain-<method>-<debias>/{loss.png,augment.png}``, ``metrics/retrain-<method>-<debias>.json``;
+``plots/retrain-<method>-<debias>/{loss.png,augment.png}``, ``metrics/retrain-<method>-<debias>.json``
+(the headline) and ``eval/retrain-<method>-<debias>/details.json`` (the rest);
 keeps its resume checkpoint in ``cache/retrain-<method>-<debias>/last.pt``. With
 ``pretrain.nproc > 1`` it relaunches itself under torchrun.
 """
@@ -20,6 +21,7 @@ import sys
 
 from oacl import dist, perf
 from oacl.config import Params
+from oacl.io.results import write_results
 from oacl.train.launch import run_training_stage
 from oacl.train.pretrain import METHOD_BUILDERS
 from oacl.train.retrain import DEBIAS, retrain_paths, run_retrain
@@ -40,7 +42,9 @@ def main(params: Params, args: argparse.Namespace) -> None:
     perf.configure_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     try:
         paths = retrain_paths(args.out_dir, args.method, args.debias)
-        run_retrain(params, args.method, args.debias, paths, cam_dir=args.cam_dir)
+        metrics = run_retrain(params, args.method, args.debias, paths, cam_dir=args.cam_dir)
+        if metrics is not None:  # rank 0: the headline stays, the rest goes to eval/retrain-<method>-<debias>/
+            write_results(paths.metrics, metrics)
     finally:
         dist.cleanup()
 

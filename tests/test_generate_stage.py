@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from oacl.config import load_params
+from oacl.io.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "stages" / "generate.py"
@@ -65,11 +66,14 @@ def test_stage_writes_data_sheets_and_metrics(tmp_path):
         "sketch.h5",
     ]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
-    metrics = json.loads((tmp_path / "metrics" / "generate.json").read_text())
+    headline = json.loads((tmp_path / "metrics" / "generate.json").read_text())
+    assert set(headline) == {"images", "seconds"}  # the rest is in eval/generate/details.json
+    metrics = read_results(tmp_path / "metrics" / "generate.json")
     meta = json.loads((data / "benchmark.json").read_text())
     assert meta["sizes"]["single-original"] == 8 and meta["sizes"]["multi-train"] == 12
     assert metrics["images"] == sum(meta["sizes"].values())
-    assert set(metrics["seconds"]) == {"generate", "sheets"}
+    assert set(metrics["timing"]) == {"generate", "sheets"}
+    assert metrics["seconds"] == pytest.approx(sum(metrics["timing"].values()), abs=0.02)
     assert 0.0 <= metrics["rates"]["single_train_bg_corr"] <= 1.0
     sheets = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert "single-only_bg_t.png" in sheets and "multi-train.png" in sheets and "shift-jpeg_compression.png" in sheets

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from oacl.io.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,9 +66,36 @@ def make_project(tmp_path: Path, overrides: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
+    """The smoke DAG, reproduced as `dvc repro > repro.log 2>&1` would: output into a file, not a terminal."""
     project = make_project(tmp_path_factory.mktemp("pipe"), TINY)
-    dvc(project, "repro")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("OACL_PROGRESS", None)
+    with open(project.parent / "repro.log", "wb") as log:
+        res = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro"],
+            cwd=project,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+        )
+    assert res.returncode == 0, (project.parent / "repro.log").read_text()[-5000:]
     return project
+
+
+def test_a_repro_log_in_a_file_has_no_carriage_returns(project):
+    """Progress in a file is one log line per ~10 % (rate, ETA), not tqdm's redrawn bar."""
+    log = (project.parent / "repro.log").read_bytes()
+    assert b"\r" not in log
+    lines = log.decode().splitlines()
+    progress = [line for line in lines if "oacl.progress:" in line]
+    assert any(line.split("oacl.progress: ")[1].startswith(("moco:", "byol:")) for line in progress), progress[:5]
+    assert any("contracam:" in line for line in progress) and any("detect fine-tune:" in line for line in progress)
+    assert all(" it/s" in line or "/s" in line for line in progress)
 
 
 def test_repro_builds_every_output(project):
@@ -111,9 +141,21 @@ def test_a_code_change_reruns_exactly_the_stages_that_import_it(project, changed
         assert {n for n in status} == {f"retrain@{m}-{d}" for m in ("moco", "byol") for d in ("oacrop", "bgmix")}
 
 
+def _leaves(d: Any) -> int:
+    return sum(_leaves(v) for v in d.values()) if isinstance(d, dict) else 1
+
+
 def test_metrics_show_is_readable(project):
+    """`dvc metrics show` prints the headline of each stage; the rest stays in artifacts/eval/ (oacl.io.results)."""
     out = dvc(project, "metrics", "show").stdout
-    assert "images" in out and "rates.single_train_bg_corr" in out
+    assert "images" in out and "crops.top1" in out and "bg_gap" in out and "claims_hold" in out
+    assert "rates.single_train_bg_corr" not in out and "val_top1" not in out
+    shown = json.loads(dvc(project, "metrics", "show", "--json").stdout)
+    per_file = {path: _leaves(d.get("data", {})) for path, d in next(iter(shown.values()))["data"].items()}
+    assert sum(per_file.values()) <= 90, per_file  # was 404 before the headline split
+    assert max(per_file.values()) <= 13, per_file  # contracam-<set>.json: DESIGN's mIoU and MaxBoxAccV2 blocks
+    details = project / "artifacts" / "eval" / "generate" / "details.json"
+    assert json.loads(details.read_text())["rates"]["single_train_bg_corr"] >= 0.0
 
 
 def test_bad_param_stops_the_pipeline_before_work(tmp_path):
@@ -150,10 +192,47 @@ def test_report_and_eval_outputs(project):
         assert f"| `{model}` |" in report
         lineval = json.loads((project / "artifacts" / "metrics" / f"lineval-{model}.json").read_text())
         assert 0.0 <= lineval["crops"]["top1"] <= 100.0 and lineval["original"]["test_images"] == 16
-        shift = json.loads((project / "artifacts" / "metrics" / f"shift-{model}.json").read_text())
+        shift = read_results(project / "artifacts" / "metrics" / f"shift-{model}.json")
         assert shift["bg_gap"] == pytest.approx(shift["bg/mixed_same/top1"] - shift["bg/mixed_rand/top1"], abs=0.02)
     summary = json.loads((project / "artifacts" / "metrics" / "report.json").read_text())
     assert 0 <= summary["claims_hold"] <= summary["claims_checked"]
+    assert set(summary) == {"claims_hold", "claims_checked", "wall_minutes"} and summary["wall_minutes"] > 0
+
+
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_every_image_link_of_the_report_resolves(project):
+    """report.md embeds the stages' pictures by relative links, and each link leads to a file."""
+    report = project / "artifacts" / "report.md"
+    text = report.read_text()
+    assert text.splitlines()[2].startswith("- **Ran:**") and "- **Do not hold:**" in text.split("## Claims")[0]
+    links = IMAGE_LINK.findall(text)
+    missing = [link for link in links if not (report.parent / link).is_file()]
+    assert not missing, missing
+    assert all(not link.startswith(("/", "http:", "https:")) for link in links), links
+    expected = {
+        "plots/contracam-multi/sheet.png",
+        "plots/contracam-single/sheet.png",
+        "plots/report/lineval.png",
+        "plots/report/background.png",
+        "plots/retrain-moco-oacrop/augment.png",
+        "plots/retrain-byol-bgmix/augment.png",
+        "plots/detect-moco/predictions.png",
+    }
+    assert expected <= set(links), sorted(expected - set(links))
+
+
+def test_plots_page_works_offline(project):
+    """`dvc plots show` writes dvc_plots/index.html that loads nothing from the network (no vega CDN)."""
+    dvc(project, "plots", "show")
+    page = project / "dvc_plots" / "index.html"
+    html = page.read_text()
+    sources = re.findall(r"""<(?:script|img|link)\b[^>]*?(?:src|href)\s*=\s*["']([^"']+)["']""", html)
+    assert sources, "the page shows no pictures"
+    assert not [s for s in sources if re.match(r"(?:https?:)?//", s)], sources
+    assert "cdn." not in html and "vega" not in html.lower()
+    assert all((page.parent / s).is_file() for s in sources), [s for s in sources if not (page.parent / s).is_file()]
 
 
 def test_pmix_experiment_reruns_only_the_bgmix_branch(project):
@@ -175,6 +254,10 @@ def test_pmix_experiment_reruns_only_the_bgmix_branch(project):
     changed = {path for path, keys in diff.items() if any(v.get("diff") not in (None, 0) for v in keys.values())}
     assert any("retrain-moco-bgmix" in p for p in changed), diff
     assert all("bgmix" in p or p.endswith("report.json") for p in changed), changed
+    table = dvc(project, "metrics", "diff").stdout.splitlines()
+    rows = [line for line in table if "artifacts/metrics/" in line]
+    assert rows and all("bgmix" in line or "report.json" in line for line in rows), table
+    assert all(len(line) <= 200 for line in table), max(table, key=len)  # one line per row in a wide terminal
     shown = dvc(project, "exp", "show", "--no-pager", "--csv").stdout
     assert "pmix" in shown.splitlines()[0]
 
@@ -188,7 +271,7 @@ def test_importing_our_own_checkpoint_reproduces_its_metrics(project):
     metrics = project / "artifacts" / "metrics"
 
     def numbers(name: str) -> dict:
-        d = json.loads((metrics / f"{name}.json").read_text())
+        d = read_results(metrics / f"{name}.json")
         return {k: v for k, v in d.items() if "seconds" not in k}
 
     evals = sorted(p.stem for p in metrics.glob("*.json") if p.stem.startswith(("lineval-", "shift-")))
@@ -201,7 +284,7 @@ def test_importing_our_own_checkpoint_reproduces_its_metrics(project):
     res = dvc(project, "exp", "run", "-S", "pretrain.imports.moco=artifacts/imported/moco/backbone.pt")
     ran = {line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage")}
     assert "pretrain@moco" in ran and "pretrain@byol" not in ran and "lineval@byol" not in ran, ran
-    imported = json.loads((metrics / "pretrain-moco.json").read_text())
+    imported = read_results(metrics / "pretrain-moco.json")
     assert imported["imported_from"] == "artifacts/imported/moco/backbone.pt" and imported["epochs"] == 0
     assert {n: numbers(n) for n in evals} == before
     for s, old in cams.items():

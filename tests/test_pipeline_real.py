@@ -21,6 +21,7 @@ import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from oacl.io.results import read_results
 from oacl.io.sets import open_set
 from oacl.vocab import BG_VARIANTS
 from stagekit import generate_tiny
@@ -181,7 +182,7 @@ def test_evaluations_read_the_real_splits(project: Path) -> None:
     coco_test = json.loads((project.parent / "datasets" / "coco" / "instances_test.json").read_text())
     assert lineval["crops"]["test_images"] == len(coco_test["annotations"])
     assert lineval["original"]["test_images"] == TINY["data"]["benchmark"]["single"]["test"]
-    shift = json.loads((project / "artifacts" / "metrics" / "shift-moco.json").read_text())
+    shift = read_results(project / "artifacts" / "metrics" / "shift-moco.json")
     assert {f"bg/{v}/top1" for v in BG_VARIANTS} <= set(shift)
 
 

@@ -15,6 +15,7 @@ import yaml
 from conftest import make_scenes, write_scenes
 from oacl.config import ConfigError, MocoConfig, Params, parse_section
 from oacl.io import load_encoder_projector
+from oacl.io.results import read_results
 from oacl.train.pretrain import PretrainPaths, run_pretrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,8 @@ def test_stage_writes_everything(tmp_path: Path, data_root: Path) -> None:
     proc = _run_stage(_params_file(tmp_path, data_root), out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     paths = PretrainPaths.under(out, "moco")
-    metrics = json.loads(paths.metrics.read_text())
+    assert set(json.loads(paths.metrics.read_text())) == {"final_loss", "knn/crops", "knn/single"}  # the headline
+    metrics = read_results(paths.metrics)  # + eval/pretrain-moco/details.json
     assert metrics["epochs"] == 2 and metrics["steps"] == 8  # 32 images (both sets) / batch 8 x 2 epochs
     base_lr = MocoConfig().base_lr  # TINY leaves the default
     assert metrics["global_batch"] == 8 and metrics["effective_lr"] == pytest.approx(base_lr * 8 / 256)
@@ -154,5 +156,5 @@ def test_stage_under_torchrun(tmp_path: Path, data_root: Path) -> None:
     )
     proc = _run_stage(params, tmp_path / "art")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "art" / "metrics" / "pretrain-moco.json").read_text())
+    metrics = read_results(tmp_path / "art" / "metrics" / "pretrain-moco.json")
     assert metrics["processes"] == 2 and metrics["steps"] == 4

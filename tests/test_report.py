@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from oacl import report
 from oacl.errors import DataError
+from oacl.io.results import write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,11 +104,21 @@ def test_tables_show_values_and_deltas_against_the_twin(metrics):
     assert order[0] == "random"
 
 
+PNG = b"\x89PNG\r\n\x1a\n"
+IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
 def test_stage_writes_report_summary_and_charts(tmp_path, metrics):
     mdir = tmp_path / "metrics"
     mdir.mkdir()
     for name, d in metrics.items():
-        (mdir / f"{name}.json").write_text(json.dumps(d))
+        write_results(mdir / f"{name}.json", d)  # as the stages write them: headline + eval/<stem>/ details
+    metrics["retrain-moco-oacrop"] = {"final_loss": 6.5, "seconds": 60.0}
+    write_results(mdir / "retrain-moco-oacrop.json", metrics["retrain-moco-oacrop"])
+    figures = tmp_path / "figures"
+    for rel in ("contracam-multi/sheet.png", "retrain-moco-oacrop/augment.png", "retrain-moco-oacrop/loss.png"):
+        (figures / rel).parent.mkdir(parents=True, exist_ok=True)
+        (figures / rel).write_bytes(PNG)
     params = tmp_path / "params.yaml"
     params.write_text("pmix: 0.4\n")
     out = tmp_path / "report.md"
@@ -122,17 +135,68 @@ def test_stage_writes_report_summary_and_charts(tmp_path, metrics):
             "--summary",
             str(mdir / "report.json"),
             "--plots",
-            str(tmp_path / "plots"),
+            str(figures / "report"),
+            "--figures",
+            str(figures),
         ],
         capture_output=True,
         text=True,
         cwd=REPO,
     )
     assert res.returncode == 0, res.stderr
-    assert "## Claims" in out.read_text()
+    text = out.read_text()
+    assert "## Claims" in text
     summary = json.loads((mdir / "report.json").read_text())
     assert summary["claims_hold"] == sum(v == "holds" for v in verdicts(metrics).values())
-    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"lineval.png", "background.png"}
+    assert summary["wall_minutes"] == 1.0  # the one stage that recorded seconds
+    assert {p.name for p in (figures / "report").iterdir()} == {"lineval.png", "background.png"}
+    links = IMAGE_LINK.findall(text)
+    assert set(links) == {
+        "figures/contracam-multi/sheet.png",
+        "figures/report/lineval.png",
+        "figures/report/background.png",
+        "figures/retrain-moco-oacrop/augment.png",
+        "figures/retrain-moco-oacrop/loss.png",
+    }  # relative to report.md, and only files that exist
+    assert all((out.parent / link).read_bytes()[:8] == PNG for link in links)
+
+
+def test_report_opens_with_a_five_line_summary(metrics):
+    metrics["pretrain-moco"] = {"train_images": 6000, "dataset": "both", "image_size": 64, "epochs": 4, "seconds": 120}
+    metrics["contracam-multi"]["seconds"] = {"cam": 20.0, "total": 60.0}
+    lines = report.render(metrics, data_source="embedded").split("## Claims")[0].strip().splitlines()
+    assert lines[0].startswith("# ") and len([line for line in lines if line.startswith("- **")]) == 5
+    ran, data, time, hold, fail = (line for line in lines if line.startswith("- **"))
+    assert "contracam@{multi}" in ran and "lineval" in ran and "5 models" in ran
+    assert "the embedded benchmark" in data and "6,000 training images" in data and "64 px" in data
+    assert time.startswith("- **Time:** 3.0 min") and "pretrain 2.0" in time and "contracam 1.0" in time
+    v = verdicts(metrics)
+    n_hold = sum(x == "holds" for x in v.values())
+    assert hold.startswith(f"- **Claims:** {n_hold} of {sum(x != 'n/a' for x in v.values())} checked hold")
+    assert "BG-Mixup lowers the BG-Gap (moco)" in fail and "object crops (moco)" not in fail  # that one holds
+
+
+def test_status_command_prints_summary_and_claims(tmp_path, metrics):
+    for name, d in metrics.items():
+        write_results(tmp_path / "metrics" / f"{name}.json", d)
+    res = subprocess.run(
+        [sys.executable, "-m", "oacl.report", "--status", "--metrics-dir", str(tmp_path / "metrics")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("- **Ran:**") and "## Claims" in res.stdout
+    assert "| OA-Crop improves linear evaluation on object crops (moco) |" in res.stdout
+    empty = subprocess.run(
+        [sys.executable, "-m", "oacl.report", "--status", "--metrics-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert empty.returncode == 1 and "dvc repro" in empty.stdout
 
 
 def test_unreadable_metrics_file_is_named(tmp_path):

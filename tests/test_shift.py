@@ -19,10 +19,10 @@ from oacl.eval.shift import (
     fit_trial_heads,
     parse_shift_name,
     shift_metrics,
-    split_details,
     summarize_trials,
     trial_subsets,
 )
+from oacl.io.results import HEADLINE, merge, split_headline
 
 torch.set_num_threads(1)
 
@@ -106,38 +106,26 @@ def test_trial_subsets_sizes_determinism_and_seeds() -> None:
         trial_subsets(10, 1, 1.5, 0)
 
 
-def test_split_details_sends_per_severity_and_per_pair_keys_to_details() -> None:
+def test_the_headline_keeps_bg_gap_and_mixed_rand_and_details_keep_the_rest() -> None:
     everything = {
         "bg/original/top1": 90.0,
         "bg/original/top1_std": 1.0,
         "bg/mixed_rand/top1": 60.0,
+        "bg/mixed_rand/top1_std": 6.0,
         "bg_gap": 20.0,
         "bg_gap_std": 2.0,
         "shift/fog/3/top1": 40.0,
-        "shift/fog/3/top1_std": 4.0,
-        "shift/fog/5/top1": 30.0,
         "shift/fog/mean/top1": 35.0,
-        "shift/fog/mean/top1_std": 3.0,
         "shift/sketch/top1": 20.0,
-        "bias/disk_vs_square/min_dist": 0.5,
         "bias/disk_vs_square/oneshot_error": 10.0,
-        "bias/mean/min_dist": 0.5,
         "bias/mean/oneshot_error": 10.0,
         "trials": 3,
         "bg_test_images": 16,
-        "shift_test_images": 8,
     }
-    metrics, details = split_details(everything)
-    assert set(details) == {
-        "shift/fog/3/top1",
-        "shift/fog/3/top1_std",
-        "shift/fog/5/top1",
-        "bias/disk_vs_square/min_dist",
-        "bias/disk_vs_square/oneshot_error",
-    }
-    assert set(metrics) == set(everything) - set(details)
-    assert {**metrics, **details} == everything  # nothing lost, values untouched
-    assert "bias/mean/min_dist" in metrics and "shift/fog/mean/top1_std" in metrics and "bg_gap_std" in metrics
+    metrics, details = split_headline(everything, HEADLINE["shift"])
+    assert set(metrics) == {"bg_gap", "bg_gap_std", "bg/mixed_rand/top1", "bg/mixed_rand/top1_std"}
+    assert set(details) == set(everything) - set(metrics)
+    assert merge(metrics, details) == everything  # nothing lost, values untouched
 
 
 def test_shift_paths_layout(tmp_path) -> None:

@@ -20,18 +20,30 @@ Size: the paper's tables and the claims rule read the same metric lookups; one m
 
 from __future__ import annotations
 
-import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oacl.errors import DataError
 from oacl.io.atomic import save_png
+from oacl.io.results import read_results
 from oacl.vocab import BG_VARIANTS_TABLE, DEBIAS, METHODS, SETS
 
-__all__ = ["Claim", "load_metrics", "variants", "claims", "render", "summary", "write_charts"]
+__all__ = [
+    "Claim",
+    "Figures",
+    "load_metrics",
+    "variants",
+    "claims",
+    "render",
+    "run_summary",
+    "stage_seconds",
+    "status",
+    "summary",
+    "write_charts",
+]
 
 MIOU_NOISE = 1.0  # points
 
@@ -40,15 +52,16 @@ MIOU_NOISE = 1.0  # points
 
 
 def load_metrics(metrics_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every ``*.json`` under ``metrics_dir`` by stem (``lineval-moco`` → its dict); unreadable files raise."""
+    """Every ``*.json`` under ``metrics_dir`` by stem (``lineval-moco`` → its dict); unreadable files raise.
+
+    Each headline file is merged with its details file (``<metrics_dir>/../eval/<stem>/``,
+    :func:`oacl.io.results.read_results`) when that exists, so the tables see every number.
+    """
     out = {}
     for path in sorted(Path(metrics_dir).glob("*.json")):
         if path.stem == "report":
             continue
-        try:
-            out[path.stem] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"metrics file {path} is not readable JSON: {err}") from err
+        out[path.stem] = read_results(path)
     return out
 
 
@@ -112,10 +125,42 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Figures:
+    """The other stages' pictures under ``plots_root``, linked relative to the report's folder.
+
+    Only files that exist are linked, so every image link of the report resolves (offline, in any
+    Markdown viewer) and a partial pipeline gives a report with fewer pictures, not broken ones.
+    """
+
+    plots_root: Path
+    report_dir: Path
+
+    def image(self, rel: str, alt: str) -> str:
+        """``![alt](relative/path)`` of ``<plots_root>/<rel>``; empty when the file is missing."""
+        path = Path(self.plots_root) / rel
+        if not path.is_file():
+            return ""
+        link = os.path.relpath(path, self.report_dir).replace(os.sep, "/")
+        return f"![{alt}]({link})"
+
+    def block(self, caption: str, items: Iterable[tuple[str, str]]) -> str:
+        """A caption line and the images of ``items`` ((rel, alt) pairs) that exist; empty when none does."""
+        images = [img for rel, alt in items if (img := self.image(rel, alt))]
+        if not images:
+            return ""
+        return f"{caption}\n\n" + "\n".join(images)
+
+
+def _with_figures(text: str, fig: Figures | None, caption: str, items: Iterable[tuple[str, str]]) -> str:
+    block = fig.block(caption, items) if fig is not None else ""
+    return f"{text}\n\n{block}" if block else text
+
+
 # ------------------------------------------------------------------------------------ tables
 
 
-def localization_section(m: Mapping[str, Any]) -> str:
+def localization_section(m: Mapping[str, Any], fig: Figures | None = None) -> str:
     parts = ["## Localization (paper Tables 1, 9, 10)"]
     sets = [s for s in SETS if f"contracam-{s}" in m]
     if not sets:
@@ -154,6 +199,18 @@ def localization_section(m: Mapping[str, Any]) -> str:
             rows,
         )
     )
+    parts[-1] = _with_figures(
+        parts[-1],
+        fig,
+        "ContraCAM on the first training images of each set, three panels per image: the image with its "
+        "ground-truth boxes (green), the soft CAM, the refined mask with the boxes cut from it (red); beside "
+        "each sheet, boxes per image from ContraCAM against the ground truth.",
+        [
+            (f"contracam-{s}/{name}", f"ContraCAM {s}: {name[:-4]}")
+            for s in sets
+            for name in ("sheet.png", "boxes_per_image.png")
+        ],
+    )
     for s in sets:
         a = m.get(f"contracam-{s}-ablation")
         if not a or not a.get("images"):
@@ -180,7 +237,7 @@ def localization_section(m: Mapping[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def lineval_section(m: Mapping[str, Any]) -> str:
+def lineval_section(m: Mapping[str, Any], fig: Figures | None = None) -> str:
     names = variants(m, "lineval")
     head = "## Linear evaluation (paper Table 4)"
     if not names:
@@ -195,13 +252,22 @@ def lineval_section(m: Mapping[str, Any]) -> str:
                 _num(pick(cur, "original/top1")) + _delta(pick(cur, "original/top1"), pick(base, "original/top1")),
             ]
         )
-    return (
+    text = (
         head + "\n\nTop-1 accuracy (%) of a linear probe on frozen features; in brackets the change against "
         "the vanilla twin.\n\n" + _table(["model", "object crops", "ORIGINAL"], rows)
     )
+    text = _with_figures(text, fig, "The same numbers as bars:", [("report/lineval.png", "linear evaluation top-1")])
+    oacrop = [v for v in variants(m, "retrain") if v.endswith("-oacrop")]
+    return _with_figures(
+        text,
+        fig,
+        "OA-Crop's inputs: each image with the ContraCAM box it was cropped to (red; none: the whole image), "
+        "and the two views cut from it.",
+        [(f"retrain-{v}/augment.png", f"OA-Crop inputs, {v}") for v in oacrop],
+    )
 
 
-def detection_section(m: Mapping[str, Any]) -> str:
+def detection_section(m: Mapping[str, Any], fig: Figures | None = None) -> str:
     names = variants(m, "detect")
     head = "## Detection and segmentation fine-tune (paper Table 5)"
     if not names:
@@ -212,10 +278,16 @@ def detection_section(m: Mapping[str, Any]) -> str:
     for v in names:
         cur, base = m[f"detect-{v}"], m.get(f"detect-{twin(v)}") if twin(v) else None
         rows.append([f"`{v}`"] + [_num(pick(cur, k)) + _delta(pick(cur, k), pick(base, k)) for k in keys])
-    return (
+    text = (
         head
         + "\n\nCOCO AP (%) on the multi-object test split after the same fine-tuning budget.\n\n"
         + _table(["model", *keys], rows)
+    )
+    return _with_figures(
+        text,
+        fig,
+        "The first test images: ground truth (top row) and the top-scoring predictions (bottom row):",
+        [(f"detect-{v}/predictions.png", f"detection predictions, {v}") for v in names],
     )
 
 
@@ -236,7 +308,7 @@ def _gap(shift: Mapping[str, Any]) -> tuple[Any, Any]:
     return v, pick(shift, "bg_gap_std")
 
 
-def background_section(m: Mapping[str, Any]) -> str:
+def background_section(m: Mapping[str, Any], fig: Figures | None = None) -> str:
     names = variants(m, "shift")
     head = "## Background Challenge (paper Table 7)"
     if not names:
@@ -246,10 +318,20 @@ def background_section(m: Mapping[str, Any]) -> str:
     for v in names:
         s = m[f"shift-{v}"]
         rows.append([f"`{v}`"] + [_pm(*_bg(s, b)) for b in cols] + [_pm(*_gap(s))])
-    return (
+    text = (
         head + "\n\nTop-1 (%) of the linear classifier trained on ORIGINAL; BG-Gap = MIXED-SAME − MIXED-RAND "
         "(lower is less background-reliant).\n\n"
         + _table(["model", *[c.upper().replace("_", "-") for c in cols], "BG-Gap"], rows)
+    )
+    text = _with_figures(
+        text, fig, "The same numbers as bars:", [("report/background.png", "Background Challenge top-1")]
+    )
+    bgmix = [v for v in variants(m, "retrain") if v.endswith("-bgmix")]
+    return _with_figures(
+        text,
+        fig,
+        "BG-Mixup's inputs: a view, its soft ContraCAM mask, the background cut from another image, and the mix.",
+        [(f"retrain-{v}/augment.png", f"BG-Mixup inputs, {v}") for v in bgmix],
     )
 
 
@@ -289,7 +371,7 @@ def shift_section(m: Mapping[str, Any]) -> str:
     )
 
 
-def training_section(m: Mapping[str, Any]) -> str:
+def training_section(m: Mapping[str, Any], fig: Figures | None = None) -> str:
     names = [k for k in m if k.startswith(("pretrain-", "retrain-"))]
     if not names:
         return "## Training\n\n_No training metrics._"
@@ -307,8 +389,15 @@ def training_section(m: Mapping[str, Any]) -> str:
                 _num(d.get("train_seconds"), 0),
             ]
         )
-    return "## Training\n\n" + _table(
+    order = sorted(names, key=lambda k: (k.startswith("retrain-"), _variant_key(k.split("-", 1)[1])))
+    text = "## Training\n\n" + _table(
         ["stage", "epochs", "steps", "first-epoch loss", "final loss", "img/s", "seconds"], rows
+    )
+    return _with_figures(
+        text,
+        fig,
+        "Loss per step and per epoch, with the learning rate:",
+        [(f"{k}/loss.png", f"loss, {k}") for k in order],
     )
 
 
@@ -510,29 +599,142 @@ def claims_section(cl: Sequence[Claim]) -> str:
 # ------------------------------------------------------------------------------------ output
 
 
-def render(m: Mapping[str, Any], *, title: str = "Object-aware contrastive learning — report") -> str:
-    """The whole report as Markdown."""
+FAMILIES: tuple[str, ...] = ("generate", "pretrain", "contracam", "retrain", "lineval", "shift", "detect")
+
+
+def stage_seconds(m: Mapping[str, Any]) -> dict[str, float]:
+    """Wall seconds the stages recorded (``seconds``, or ``seconds.total``), summed per stage family."""
+    out: dict[str, float] = {}
+    for stem, d in m.items():
+        family = stem.split("-", 1)[0]
+        if stem.endswith("-ablation") or family not in FAMILIES:
+            continue
+        sec = d.get("seconds")
+        if isinstance(sec, Mapping):
+            sec = sec.get("total")
+        if isinstance(sec, (int, float)):
+            out[family] = out.get(family, 0.0) + float(sec)
+    return out
+
+
+def _ran(m: Mapping[str, Any]) -> str:
+    """``generate, pretrain@{moco, byol}, …``: the stages whose metrics are here, models grouped."""
+    by_family: dict[str, list[str]] = {}
+    for stem in m:
+        family, _, rest = stem.partition("-")
+        if family in FAMILIES and not stem.endswith("-ablation"):
+            by_family.setdefault(family, []).append(rest)
+    parts: list[str] = []
+    done: set[str] = set()
+    for family in FAMILIES:
+        if family not in by_family or family in done:
+            continue
+        names = sorted(by_family[family], key=_variant_key) if family != "contracam" else sorted(by_family[family])
+        same = [f for f in FAMILIES if f not in done and sorted(by_family.get(f, []), key=_variant_key) == names]
+        done.update(same)
+        label = " / ".join(same)
+        if names == [""]:
+            parts.append(label)
+        elif len(names) > 3:
+            parts.append(f"{label} @ {len(names)} models ({', '.join(names)})")
+        else:
+            parts.append(f"{label}@{{{', '.join(names)}}}")
+    return ", ".join(parts) + (", then this report" if parts else "")
+
+
+def _data_line(m: Mapping[str, Any], data_source: str | None) -> str:
+    pre = {k.split("-", 1)[1]: d for k, d in m.items() if k.startswith("pretrain-")}
+    first = next(iter(pre.values()), {})
+    bits = []
+    if data_source:
+        bits.append("the embedded benchmark" if data_source == "embedded" else f"{data_source} data (`data.real`)")
+    if first.get("train_images"):
+        what = f"pretraining on {first['train_images']:,} training images"
+        if first.get("dataset"):
+            what += f" (`pretrain.dataset` {first['dataset']})"
+        if first.get("image_size"):
+            what += f" at {first['image_size']} px"
+        if first.get("arch"):
+            what += f", {first['arch']}"
+        bits.append(what)
+    epochs = [f"{k} {d['epochs']} epoch{'s' if d['epochs'] != 1 else ''}" for k, d in pre.items() if "epochs" in d]
+    if epochs:
+        bits.append(", ".join(epochs))
+    lin = next((d for k, d in m.items() if k.startswith("lineval-")), None)
+    n_crops, n_orig = pick(lin, "crops/test_images"), pick(lin, "original/test_images")
+    if n_crops and n_orig:
+        bits.append(f"tested on {n_crops:,} object crops / {n_orig:,} ORIGINAL images")
+    gen = m.get("generate") or {}
+    if gen.get("images") and (data_source in (None, "embedded")):
+        bits.append(f"{gen['images']:,} images generated")
+    return "; ".join(bits) if bits else "–"
+
+
+def run_summary(
+    m: Mapping[str, Any], *, data_source: str | None = None, cl: Sequence[Claim] | None = None
+) -> list[str]:
+    """The report's opening: five lines — what ran, on what data, how long, how many claims hold, which fail."""
+    cl = claims(m) if cl is None else cl
+    secs = stage_seconds(m)
+    total = sum(secs.values())
+    per = ", ".join(f"{f} {secs[f] / 60:.1f}" for f in FAMILIES if f in secs)
+    hold = [c for c in cl if c.verdict == "holds"]
+    fail = [c for c in cl if c.verdict == "does not hold"]
+    na = len(cl) - len(hold) - len(fail)
+    return [
+        f"**Ran:** {_ran(m) or 'no stage has written metrics yet'}.",
+        f"**Data:** {_data_line(m, data_source)}.",
+        f"**Time:** {total / 60:.1f} min recorded by the stages ({per} min; start-up of each process not counted)."
+        if secs
+        else "**Time:** –.",
+        f"**Claims:** {len(hold)} of {len(hold) + len(fail)} checked hold"
+        + (f", {na} could not be checked" if na else "")
+        + " — the table below has the measured values.",
+        "**Do not hold:** " + ("; ".join(c.text for c in fail) if fail else "none") + ".",
+    ]
+
+
+def render(
+    m: Mapping[str, Any],
+    *,
+    title: str = "Object-aware contrastive learning — report",
+    figures: Figures | None = None,
+    data_source: str | None = None,
+) -> str:
+    """The whole report as Markdown: the five-line summary, the claims, then one section per paper table.
+
+    ``figures``: where the other stages' pictures are (:class:`Figures`); None leaves them out.
+    """
     cl = claims(m)
     sections = [
         f"# {title}",
+        "\n".join(f"- {line}" for line in run_summary(m, data_source=data_source, cl=cl)),
         claims_section(cl),
-        localization_section(m),
-        lineval_section(m),
-        detection_section(m),
-        background_section(m),
+        localization_section(m, figures),
+        lineval_section(m, figures),
+        detection_section(m, figures),
+        background_section(m, figures),
         shift_section(m),
-        training_section(m),
+        training_section(m, figures),
     ]
     return "\n\n".join(sections) + "\n"
 
 
 def summary(m: Mapping[str, Any]) -> dict[str, Any]:
-    """Small JSON for ``dvc metrics``: how many claims hold."""
+    """The headline for ``dvc metrics``: how many claims hold, and the stages' recorded wall time."""
     cl = claims(m)
     return {
         "claims_hold": sum(c.verdict == "holds" for c in cl),
         "claims_checked": sum(c.verdict != "n/a" for c in cl),
+        "wall_minutes": round(sum(stage_seconds(m).values()) / 60.0, 1),
     }
+
+
+def status(m: Mapping[str, Any], *, data_source: str | None = None) -> str:
+    """What ``python -m oacl.report --status`` prints: the summary lines and the claims table."""
+    cl = claims(m)
+    lines = "\n".join(f"- {line}" for line in run_summary(m, data_source=data_source, cl=cl))
+    return lines + "\n\n" + claims_section(cl) + "\n"
 
 
 def write_charts(m: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
@@ -559,7 +761,8 @@ def write_charts(m: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
     for fname, (names, prefix, keys, title) in charts.items():
         if not names:
             continue
-        fig = Figure(figsize=(max(6, 1.2 * len(names) * len(keys) / 2), 3.5), dpi=110)
+        # about a quarter inch per bar, within 6-12 inches: legible at 100 % in a Markdown viewer
+        fig = Figure(figsize=(min(12.0, max(6.0, 0.22 * len(names) * len(keys) + 2)), 3.5), dpi=110)
         ax = fig.add_subplot(1, 1, 1)
         width = 0.8 / len(names)
         for i, v in enumerate(names):
@@ -577,3 +780,23 @@ def write_charts(m: Mapping[str, Any], out_dir: str | Path) -> list[Path]:
         save_png(fig, out_dir / fname)
         written.append(out_dir / fname)
     return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m oacl.report --status``: the run summary and the claims from the metrics in the workspace."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m oacl.report", description=main.__doc__)
+    p.add_argument("--status", action="store_true", required=True, help="print the summary and the claims table")
+    p.add_argument("--metrics-dir", default="artifacts/metrics")
+    args = p.parse_args(argv)
+    m = load_metrics(args.metrics_dir)
+    if not m:
+        print(f"no metrics under {args.metrics_dir}: run `dvc repro` (or `dvc pull`) first")
+        return 1
+    print(status(m), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

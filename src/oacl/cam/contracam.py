@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from oacl.errors import DataError
 from oacl.imaging import normalize
+from oacl.progress import track
 from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -567,9 +568,7 @@ def run_contracam(
     batches = _batches(n, cfg.batch_size)
     iterator: Any = batches
     if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(batches, desc="contracam", unit="batch")
+        iterator = track(batches, desc="contracam", unit="batch")
     for idx in iterator:
         items = [dataset[int(order[i])] for i in idx]
         imgs = [torch.as_tensor(it["image"]) for it in items]

@@ -14,10 +14,12 @@ arguments), so tests can call it in-process. For ``dataset`` in {multi, single}:
    the paper's Table 1): mask mIoU of the refined mask and of the soft CAM binarised at 0.5,
    MaxBoxAccV2 of the soft CAM, each next to the image-blind baselines (centered Gaussian
    with its best sigma, all-ones map), boxes per image, seconds →
-   ``<out>/metrics/contracam-<dataset>.json``;
+   ``<out>/metrics/contracam-<dataset>.json`` (the mIoU and MaxBoxAccV2 blocks) and
+   ``<out>/eval/contracam-<dataset>/details.json`` (the rest; :mod:`oacl.io.results`);
 4. ablations (``contracam.ablation``; paper Tables 1, 9, 10 analogues) on a fixed random
    subset: mask mIoU per number of iterations T, without negative-signal removal, per
-   negative-batch size → ``<out>/metrics/contracam-<dataset>-ablation.json``;
+   negative-batch size → ``<out>/metrics/contracam-<dataset>-ablation.json`` (CRF mIoU per T
+   and without NSR) and ``<out>/eval/contracam-<dataset>/ablation.json`` (the rest);
 5. pictures: ``<out>/plots/contracam-<dataset>/sheet.png`` and ``boxes_per_image.png``.
 
 All percentages are percent (mIoU too: ``*_miou_pct``). Every file is written atomically.
@@ -45,7 +47,8 @@ from oacl.cam.postprocess import PostprocessOptions, count_boxes, refine_batch
 from oacl.config import ContraCAMAblationConfig, ContraCAMConfig, Params
 from oacl.data.source import train_set
 from oacl.errors import CheckpointError, DataError
-from oacl.io.atomic import atomic_dir, write_json
+from oacl.io.atomic import atomic_dir
+from oacl.io.results import write_results
 from oacl.localization import exclusive_to_inclusive, localization_baselines, mask_ious, max_box_acc_v2
 from oacl.perf import resolve_device
 from oacl.vocab import CAM_METHOD, IMAGENET_MEAN, IMAGENET_STD, SETS
@@ -508,8 +511,8 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
         "postprocess": round(result.seconds_postprocess, 2),
         "total": round(t_end - t_start, 2),
     }
-    write_json(paths.ablation, ablation)
-    write_json(paths.metrics, metrics)
+    write_results(paths.ablation, ablation)
+    write_results(paths.metrics, metrics)
     log.info(
         "contracam@%s: mIoU refined %s%%, soft %s%%, MaxBoxAccV2 %s%%; metrics %.1f s, ablation %s s, plots %.1f s",
         dataset,

@@ -69,9 +69,11 @@ from oacl.data.datasets import CocoSet
 from oacl.data.source import detection_files
 from oacl.errors import ConfigError, DataError
 from oacl.eval.features import load_variant
-from oacl.io.atomic import save_png, write_json
+from oacl.io.atomic import save_png
+from oacl.io.results import write_results
 from oacl.io.sets import open_set
 from oacl.perf import resolve_device
+from oacl.progress import progress as progress_bar
 from oacl.schedules import lr_at
 from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD, variant_names
 
@@ -373,9 +375,7 @@ def finetune(
     result = FinetuneResult(steps=cfg.steps)
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, desc="detect fine-tune", unit="step", mininterval=5.0)
+        bar = progress_bar(cfg.steps, desc="detect fine-tune", unit="step", mininterval=5.0)
     t0 = time.perf_counter()
     for step, idx in enumerate(_batches(len(data), cfg.batch_size, cfg.steps, gen)):
         flips = torch.rand(len(idx), generator=gen) < 0.5
@@ -601,12 +601,17 @@ class DetectPaths:
     """Outputs of ``detect@<variant>`` under one root (default ``artifacts``)."""
 
     metrics: Path
+    details: Path
     plots_dir: Path
 
     @classmethod
     def under(cls, root: str | Path, variant: str) -> DetectPaths:
         root = Path(root)
-        return cls(metrics=root / "metrics" / f"detect-{variant}.json", plots_dir=root / "plots" / f"detect-{variant}")
+        return cls(
+            metrics=root / "metrics" / f"detect-{variant}.json",
+            details=root / "eval" / f"detect-{variant}" / "details.json",
+            plots_dir=root / "plots" / f"detect-{variant}",
+        )
 
 
 def _round(v: float | None) -> float | None:
@@ -621,13 +626,14 @@ def run_detect(
     models_dir: str | Path = "artifacts/models",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Everything stage ``detect@<variant>`` does; returns the metrics it wrote.
+    """Everything stage ``detect@<variant>`` does; returns every number it measured.
 
     1. the variant's backbone (:func:`oacl.eval.features.load_variant`; arch / stem of ``pretrain``),
     2. train / test sets (:func:`open_detection_sets`), categories checked,
     3. :func:`build_detector` with the heads seeded by ``detect.seed``, :func:`finetune`,
-    4. :func:`evaluate` → ``paths.metrics`` (flat keys ``bbox/ap`` … in percent, steps,
-       seconds) and ``paths.plots_dir/predictions.png``.
+    4. :func:`evaluate` → ``paths.metrics`` (the headline: ``bbox/ap50``, ``segm/ap50``, in
+       percent), ``paths.details`` (AP, AP75, AR@100, losses, steps, seconds) and
+       ``paths.plots_dir/predictions.png``. Returns the whole record.
     """
     cfg = params.detect
     t0 = time.perf_counter()
@@ -671,7 +677,7 @@ def run_detect(
         "ms_per_test_image": round(1000.0 * ev.seconds / max(1, ev.images), 1),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    write_json(paths.metrics, metrics)
+    write_results(paths.metrics, metrics, "detect", details=paths.details)
     if cfg.plot_images:
         sheet = predictions_sheet(test, ev.outputs, title=f"detect {variant}: bbox AP50 {metrics['bbox/ap50']}")
         save_png(sheet, paths.plots_dir / "predictions.png")

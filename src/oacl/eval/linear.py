@@ -41,8 +41,9 @@ from oacl.config import Params
 from oacl.data.source import ImageSource, crops_splits, original_splits
 from oacl.errors import CheckpointError, DataError
 from oacl.eval.features import extract_features, frozen, load_variant
-from oacl.io.atomic import atomic_path, write_json
+from oacl.io.atomic import atomic_path
 from oacl.io.checkpoint import read_torch_file
+from oacl.io.results import merge, write_results
 from oacl.perf import resolve_device
 
 __all__ = [
@@ -451,10 +452,11 @@ def run_lineval(
     Loads the variant's frozen backbone (:func:`oacl.eval.features.load_variant`), extracts
     center-crop features of the crops train / val / test splits and of ORIGINAL train / val /
     test, checks that the backbone's weights are bit-identical to the file's afterwards, runs
-    :func:`linear_eval` on each task, writes ``paths.metrics`` (``{"crops": {"top1", "val_top1", "test_images"},
-    "original": {...}}``, percent), ``paths.details`` (chosen l2, per-class top-1, the l2 path) and ``paths.heads`` (both heads with their
+    :func:`linear_eval` on each task, writes ``paths.metrics`` (``{"crops": {"top1", "test_images"},
+    "original": {...}}``, percent), ``paths.details`` (val top-1, chosen l2, per-class top-1, the l2 path,
+    seconds) and ``paths.heads`` (both heads with their
     standardization, the class names, the backbone digest and the feature settings).
-    Returns the metrics dict.
+    Returns the whole record (the two files merged).
     """
     cfg = params.lineval
     t0 = time.perf_counter()
@@ -513,7 +515,8 @@ def run_lineval(
             **heads,
         },
     )
-    write_json(paths.details, details)
-    write_json(paths.metrics, metrics)
-    log.info("lineval@%s done in %.1f s", variant, time.perf_counter() - t0)
-    return metrics
+    record = merge(metrics, details)
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    write_results(paths.metrics, record, "lineval", details=paths.details)
+    log.info("lineval@%s done in %.1f s", variant, record["seconds"])
+    return record

@@ -16,8 +16,10 @@ set. Metric keys are flat and say what they are (top-1 in percent):
   ddof 1) beside it. Only the head's training rows vary: the backbone, its features and
   the test sets are fixed, and L-BFGS is deterministic.
 
-The stage's metrics JSON keeps the headline keys; the per-severity accuracies and the per-pair
-bias numbers go to ``eval/shift-<variant>/details.json`` (:func:`split_details`).
+The stage's metrics JSON keeps the headline (``bg_gap``, ``bg/mixed_rand/top1``, and their
+``_std`` with trials); everything else — the other variants, the shift sets, the bias numbers,
+``trials``, the test-set sizes, ``seconds`` — goes to ``eval/shift-<variant>/details.json``
+(:mod:`oacl.io.results`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from oacl.errors import CheckpointError, DataError
 from oacl.eval.bias import benchmark_pairs, contextual_bias, parse_pairs, tsne_figure
 from oacl.eval.features import extract_features, frozen, load_variant
 from oacl.eval.linear import LinearHead, linear_eval, load_heads, top1
-from oacl.io.atomic import save_png, write_json
+from oacl.io.atomic import save_png
+from oacl.io.results import write_results
 from oacl.models.backbones import feature_dim
 from oacl.perf import resolve_device
 
@@ -53,7 +56,6 @@ __all__ = [
     "parse_shift_name",
     "run_shift",
     "shift_metrics",
-    "split_details",
     "summarize_trials",
     "trial_subsets",
 ]
@@ -171,19 +173,6 @@ def check_classes(sources: Mapping[str, Any], classes: Sequence[str], heads_path
 
 # ----------------------------------------------------------------------------- the stage
 
-_DETAIL_KEY = re.compile(r"^(shift/[^/]+/\d+/|bias/(?!mean/))")
-
-
-def split_details(everything: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics, details): per-severity accuracies and per-pair bias numbers go to the details file.
-
-    What stays (BG variants, BG-Gap, per-family means, styles, the mean bias numbers, each with
-    its ``_std``) keeps ``dvc exp show`` to a readable width; the details file holds the rest.
-    """
-    metrics = {k: v for k, v in everything.items() if not _DETAIL_KEY.match(k)}
-    details = {k: v for k, v in everything.items() if _DETAIL_KEY.match(k)}
-    return metrics, details
-
 
 @dataclass(frozen=True)
 class ShiftPaths:
@@ -222,7 +211,7 @@ def run_shift(
 
     The ORIGINAL head and the feature settings come from ``paths.heads`` (written by
     ``lineval@<variant>``); the backbone must be the one that head was fitted on (same
-    weights digest), else :class:`CheckpointError`. Returns the metrics dict.
+    weights digest), else :class:`CheckpointError`. Returns the whole record (the two files merged).
     """
     t0 = time.perf_counter()
     lcfg, cfg = params.lineval, params.shift
@@ -278,7 +267,6 @@ def run_shift(
     everything["shift_test_images"] = min((len(y) for _, y in shift_feats.values()), default=0)
     pairs = _bias_pairs(params, crops_test.classes)
     everything.update(contextual_bias(crop_x, crop_y, pairs, crops_test.classes, seeds=cfg.bias_seeds, seed=cfg.seed))
-    metrics, details = split_details(everything)
     fig = tsne_figure(
         crop_x,
         crop_y,
@@ -290,15 +278,15 @@ def run_shift(
         title=f"{variant}: t-SNE of object-crop embeddings (co-occurring pairs share a hue)",
     )
     save_png(fig, paths.plots_dir / "tsne.png")
-    write_json(paths.details, details)
-    write_json(paths.metrics, metrics)
+    everything["seconds"] = round(time.perf_counter() - t0, 1)
+    write_results(paths.metrics, everything, "shift", details=paths.details)
     log.info(
         "shift@%s: original %.2f, mixed_rand %.2f, bg_gap %.2f (%d trial(s)) in %.1f s",
         variant,
-        metrics.get("bg/original/top1", float("nan")),
-        metrics.get("bg/mixed_rand/top1", float("nan")),
-        metrics.get("bg_gap", float("nan")),
+        everything.get("bg/original/top1", float("nan")),
+        everything.get("bg/mixed_rand/top1", float("nan")),
+        everything.get("bg_gap", float("nan")),
         len(heads),
-        time.perf_counter() - t0,
+        everything["seconds"],
     )
-    return metrics
+    return everything

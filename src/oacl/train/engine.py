@@ -39,6 +39,7 @@ from oacl.augment.views import ViewPipeline
 from oacl.errors import CheckpointError
 from oacl.io.checkpoint import TRAIN_FORMAT, load_checkpoint, save_checkpoint
 from oacl.perf import autocast_context, worker_init
+from oacl.progress import progress as progress_bar
 from oacl.schedules import effective_lr, lr_at
 
 __all__ = [
@@ -269,7 +270,7 @@ def train(
         monitor: ``monitor(model, epoch) -> {name: value}`` (empty when it skips an epoch),
             called on rank 0 after each epoch (``epoch`` 1-based); lands in the epoch record.
         on_epoch_end: called on every rank after the epoch's checkpoint is written.
-        progress: show a tqdm bar on rank 0.
+        progress: show progress on rank 0 (:func:`oacl.progress.progress`: a bar on a terminal, log lines in a file).
     """
     info = odist.init_distributed(None if device is None else str(device))
     dev = info.device
@@ -327,10 +328,8 @@ def train(
     )
     bar = None
     if progress and info.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=total_steps, initial=start_epoch * steps_per_epoch, unit="step", desc=getattr(model, "name", "train")
+        bar = progress_bar(
+            total_steps, initial=start_epoch * steps_per_epoch, unit="step", desc=getattr(model, "name", "train")
         )
 
     for epoch in range(start_epoch, settings.epochs):
