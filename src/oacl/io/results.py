@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from oacl.config import overlay as merge  # the deep merge params overlays use
 from oacl.errors import DataError
 from oacl.io.atomic import write_json
 
@@ -86,17 +87,6 @@ def split_headline(record: Mapping[str, Any], patterns: Sequence[str]) -> tuple[
             raise ValueError(f"empty headline pattern in {list(patterns)!r}")
         _move(record, rest, head, pattern.split("."))
     return head, rest
-
-
-def merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    """``a`` and ``b`` merged key by key, nested mappings recursively (``b`` wins on a clash of leaves)."""
-    out = dict(a)
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
 
 
 def write_results(
