@@ -40,13 +40,13 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_learnability import probe  # noqa: E402
 
-from oacl.augment.views import AugmentSettings, two_view_pipeline  # noqa: E402
+from oacl.augment.views import two_view_pipeline  # noqa: E402
 from oacl.config import BenchmarkConfig, Params, overlay, parse_section  # noqa: E402
 from oacl.data.benchmark import generate_benchmark  # noqa: E402
 from oacl.models.backbones import build_backbone, feature_dim  # noqa: E402
 from oacl.schedules import effective_lr, lr_at  # noqa: E402
 from oacl.train.engine import IndexedViews, TrainSettings, train  # noqa: E402
-from oacl.train.pretrain import build_method, open_train_set  # noqa: E402
+from oacl.train.pretrain import build_method, open_train_set, view_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int
     labels = labels_of(data)
     head = nn.Linear(feature_dim(cfg.arch), int(labels.max()) + 1)
     model = nn.Sequential(encoder, head)
-    views = two_view_pipeline(AugmentSettings(size=size, crop_scale=cfg.crop_scale))
+    views = two_view_pipeline(view_settings(cfg, size))
     loader_set = IndexedViews(data, views.per_item, seed=seed)
     peak = effective_lr(cfg.moco.base_lr, cfg.batch_size)
     opt = torch.optim.SGD(model.parameters(), lr=peak, momentum=cfg.sgd_momentum, weight_decay=cfg.moco.weight_decay)
@@ -134,7 +134,7 @@ def train_ssl(params: Params, method: str, data: Any, size: int, steps: int, see
     )
     torch.manual_seed(seed)
     model = build_method(method, cfg)
-    views = two_view_pipeline(AugmentSettings(size=size, crop_scale=cfg.crop_scale))
+    views = two_view_pipeline(view_settings(cfg, size))
     t0 = time.perf_counter()
     result = train(model, data, views, settings, device="cpu", progress=False)
     return result.model.encoder, time.perf_counter() - t0, epochs * per_epoch

@@ -586,3 +586,72 @@ def test_texture_corr_draws_another_class_texture_at_the_given_rate() -> None:
     uniform = bm._texture_of(np.random.default_rng(0), classes, parse_section(BenchmarkConfig, {"texture_corr": 1 / 8}))
     counts = np.bincount(uniform[classes == 3], minlength=8)  # independent of the class: 1/8 each (s.e. ~3 %)
     assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()
+
+
+def test_squeeze_hues_maps_each_hue_into_the_band_and_keeps_saturation_and_value() -> None:
+    from oacl.data.textures import squeeze_hues
+
+    rgb = np.random.default_rng(0).random((500, 3)).astype(np.float32)
+    assert squeeze_hues(rgb, 1.0) is rgb
+    out = squeeze_hues(rgb, 0.2)
+    hsv_in, hsv_out = mpl_rgb_to_hsv(rgb), mpl_rgb_to_hsv(out)
+    np.testing.assert_allclose(hsv_out[:, 0], 0.5 + 0.2 * (hsv_in[:, 0] - 0.5), atol=1e-4)
+    np.testing.assert_allclose(hsv_out[:, 1:], hsv_in[:, 1:], atol=1e-5)
+    # pure red (h 0) at spread 0.5 -> h 0.25: (0.5, 1, 0); grey stays grey
+    np.testing.assert_allclose(
+        squeeze_hues(np.array([[1.0, 0, 0], [0.3, 0.3, 0.3]]), 0.5), [[0.5, 1, 0], [0.3, 0.3, 0.3]]
+    )
+    with pytest.raises(ValueError, match="spread"):
+        squeeze_hues(rgb, 0.0)
+
+
+def test_hue_spread_confines_the_colours_of_objects_and_backgrounds() -> None:
+    cfg = parse_section(BenchmarkConfig, {"hue_spread": 0.1})
+    d = bm.render_single(cfg, 16, 0)
+    hsv = mpl_rgb_to_hsv(d["images"].reshape(-1, 3) / 255.0)
+    coloured = hsv[(hsv[:, 1] > 0.25) & (hsv[:, 2] > 0.2), 0]  # hue is ill-defined near grey and black
+    assert coloured.size > 1000
+    assert coloured.min() > 0.5 - 0.05 - 0.02 and coloured.max() < 0.5 + 0.05 + 0.02  # u8 rounding
+    free = mpl_rgb_to_hsv(bm.render_single(BenchmarkConfig(), 16, 0)["images"].reshape(-1, 3) / 255.0)
+    assert np.ptp(free[(free[:, 1] > 0.25) & (free[:, 2] > 0.2), 0]) > 0.8  # the default: any hue
+    with pytest.raises(ConfigError, match="hue_spread"):
+        parse_section(BenchmarkConfig, {"hue_spread": 0.0}, "data.benchmark")
+
+
+def test_instance_spread_narrows_every_per_instance_parameter_about_its_middle() -> None:
+    from oacl.data.textures import instance_spread, instance_uniform
+
+    rng = np.random.default_rng(0)
+    full = instance_uniform(rng, 4000, 2.0, 4.0)
+    assert full.shape == (4000, 1, 1) and full.min() < 2.05 and full.max() > 3.95
+    with instance_spread(0.5):
+        half = instance_uniform(rng, 4000, 2.0, 4.0)
+        with instance_spread(0.0):
+            assert (instance_uniform(rng, 10, 2.0, 4.0) == 3.0).all()
+    assert half.min() >= 2.5 and half.max() <= 3.5 and half.min() < 2.55 and half.max() > 3.45
+    assert instance_uniform(rng, 4000, 2.0, 4.0).max() > 3.95  # the block restores the full range
+    with pytest.raises(ValueError, match="spread"), instance_spread(1.5):
+        pass
+
+
+def test_nuisance_zero_gives_every_instance_of_a_class_the_same_shape_and_texture_layout() -> None:
+    from oacl.data.textures import instance_spread, luminance
+
+    def patterns(spread: float) -> tuple[np.ndarray, np.ndarray]:
+        centres, radii, angles = np.full((2, 2), 16.0), np.full(2, 12.0), np.zeros(2)
+        with instance_spread(spread):
+            masks, rgb = render_objects(
+                np.random.default_rng(1), np.array([0, 0]), centres, radii, angles, 32, outline=False
+            )
+        lum = luminance(rgb)
+        bright = np.stack(
+            [(lum[i] > 0.5 * (lum[i][masks[i]].max() + lum[i][masks[i]].min())) & masks[i] for i in range(2)]
+        )
+        return masks, bright  # same place, size and angle: only the per-instance parameters can differ
+
+    masks, bright = patterns(0.0)
+    assert (masks[0] == masks[1]).all() and (bright[0] == bright[1]).all() and 0.2 < bright[0][masks[0]].mean() < 0.8
+    masks, bright = patterns(1.0)  # the default: aspect, stripe period, orientation and phase are each drawn
+    assert (masks[0] != masks[1]).any() and (bright[0] != bright[1]).any()
+    with pytest.raises(ConfigError, match="nuisance"):
+        parse_section(BenchmarkConfig, {"nuisance": -0.1}, "data.benchmark")

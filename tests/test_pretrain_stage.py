@@ -158,3 +158,15 @@ def test_stage_under_torchrun(tmp_path: Path, data_root: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = read_results(tmp_path / "art" / "metrics" / "pretrain-moco.json")
     assert metrics["processes"] == 2 and metrics["steps"] == 4
+
+
+def test_view_settings_carry_the_crop_scale_and_blur_probability() -> None:
+    from oacl.config import PretrainConfig
+    from oacl.train.pretrain import view_settings
+
+    paper = view_settings(PretrainConfig(), 64)
+    assert (paper.size, paper.crop_scale, paper.blur_p) == (64, (0.08, 1.0), 0.5)  # appendix B.1
+    short = view_settings(parse_section(PretrainConfig, {"blur_p": 0.0, "crop_scale": [0.2, 1.0]}), 32)
+    assert (short.size, short.crop_scale, short.blur_p) == (32, (0.2, 1.0), 0.0)
+    with pytest.raises(ConfigError, match="pretrain.blur_p"):
+        parse_section(Params, {"pretrain": {"blur_p": 1.5}})

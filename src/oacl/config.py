@@ -142,6 +142,18 @@ class BenchmarkConfig:
         le=1.0,
         doc="P(an object wears its class's texture type); else another class's (1/num_classes: independent)",
     )
+    hue_spread: float = spec(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        doc="fraction of the hue circle every object and background colour is squeezed into (1: any hue)",
+    )
+    nuisance: float = spec(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        doc="width of every per-instance texture / shape / background parameter range, fraction of the full one",
+    )
     multi: MultiSetConfig = field(default_factory=MultiSetConfig)
     single: SingleSetConfig = field(default_factory=SingleSetConfig)
     shift: ShiftSetConfig = field(default_factory=ShiftSetConfig)
@@ -292,6 +304,7 @@ class PretrainConfig:
     crop_scale: tuple[float, float] = spec(
         (0.08, 1.0), gt=0.0, le=1.0, doc="RandomResizedCrop area range (paper 0.08-1)"
     )
+    blur_p: float = spec(0.5, ge=0.0, le=1.0, doc="P(Gaussian blur) per view (paper 0.5)")
     batch_size: int = spec(128, ge=2, doc="global batch, all processes together")
     sgd_momentum: float = spec(0.9, ge=0.0, lt=1.0)
     seed: int = spec(0, ge=0)

@@ -71,9 +71,10 @@ import json
 import logging
 import time
 import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -83,9 +84,16 @@ from oacl.config import BenchmarkConfig
 from oacl.data.boxes import mask_boxes
 from oacl.data.corruptions import CORRUPTIONS, corrupt
 from oacl.data.shapes import CLASSES, boundary, class_names, render_objects
-from oacl.data.textures import BACKGROUNDS, hsv_to_rgb, luminance, render_backgrounds
+from oacl.data.textures import (
+    BACKGROUNDS,
+    hsv_to_rgb,
+    instance_spread,
+    luminance,
+    render_backgrounds,
+    squeeze_hues,
+)
 from oacl.errors import ConfigError
-from oacl.io.atomic import atomic_path, write_json, write_text
+from oacl.io.atomic import write_json, write_text
 from oacl.io.sets import SCHEMA, write_set
 from oacl.vocab import BG_VARIANTS
 
@@ -330,26 +338,27 @@ def _render_single_layers(
     bg = np.zeros((n, s, s, 3), np.uint8)
     fg = np.zeros((n, s, s, 3), np.uint8)
     masks = np.zeros((n, s, s), bool)
-    for lo in range(0, n, _CHUNK):
-        sl = slice(lo, min(n, lo + _CHUNK))
-        k = sl.stop - sl.start
-        if families is not None:
-            bg[sl] = _to_u8(render_backgrounds(rng, families[sl], s))
-        tex = _texture_of(rng, labels[sl], cfg) if texture_classes is None else texture_classes[sl]
-        r, c, a = _place(rng, k, s, cfg.object_scale)
-        m, rgb = render_objects(rng, labels[sl], c, r, a, s, texture_classes=tex)
-        for _ in range(20):  # a degenerate draw (possible only for tiny objects): re-draw that object
-            empty = np.flatnonzero(~m.any((1, 2)))
-            if not empty.size:
-                break
-            r2, c2, a2 = _place(rng, empty.size, s, cfg.object_scale)
-            m[empty], rgb[empty] = render_objects(
-                rng, labels[sl][empty], c2, r2, a2, s, texture_classes=None if tex is None else tex[empty]
-            )
-        else:
-            raise RuntimeError(f"could not render a visible object at image_size {s}, scale {cfg.object_scale}")
-        masks[sl] = m
-        fg[sl] = np.where(m[..., None], _to_u8(rgb), 0)
+    with instance_spread(cfg.nuisance):  # narrower per-instance parameters (data.benchmark.nuisance)
+        for lo in range(0, n, _CHUNK):
+            sl = slice(lo, min(n, lo + _CHUNK))
+            k = sl.stop - sl.start
+            if families is not None:
+                bg[sl] = _to_u8(squeeze_hues(render_backgrounds(rng, families[sl], s), cfg.hue_spread))
+            tex = _texture_of(rng, labels[sl], cfg) if texture_classes is None else texture_classes[sl]
+            r, c, a = _place(rng, k, s, cfg.object_scale)
+            m, rgb = render_objects(rng, labels[sl], c, r, a, s, texture_classes=tex)
+            for _ in range(20):  # a degenerate draw (possible only for tiny objects): re-draw that object
+                empty = np.flatnonzero(~m.any((1, 2)))
+                if not empty.size:
+                    break
+                r2, c2, a2 = _place(rng, empty.size, s, cfg.object_scale)
+                m[empty], rgb[empty] = render_objects(
+                    rng, labels[sl][empty], c2, r2, a2, s, texture_classes=None if tex is None else tex[empty]
+                )
+            else:
+                raise RuntimeError(f"could not render a visible object at image_size {s}, scale {cfg.object_scale}")
+            masks[sl] = m
+            fg[sl] = np.where(m[..., None], _to_u8(squeeze_hues(rgb, cfg.hue_spread)), 0)
     return bg, fg, masks
 
 
@@ -573,29 +582,31 @@ def render_multi(rng: np.random.Generator, cfg: BenchmarkConfig, n: int) -> Mult
     images = np.empty((n, s, s, 3), np.uint8)
     keep_all = np.zeros(o_img_a.size, bool)
     vis_all = np.zeros((o_img_a.size, s, s), bool)
-    for lo in range(0, n, _CHUNK):
-        hi = min(n, lo + _CHUNK)
-        sel = np.flatnonzero((o_img_a >= lo) & (o_img_a < hi))
-        canvas = render_backgrounds(rng, families[lo:hi], s)
-        angles = rng.uniform(0, 2 * np.pi, sel.size)
-        tex = _texture_of(rng, o_cls_a[sel], cfg)
-        masks, rgb = render_objects(rng, o_cls_a[sel], o_c_a[sel], o_r_a[sel], angles, s, texture_classes=tex)
-        local, ranks = o_img_a[sel] - lo, o_rank_a[sel]
-        cover = np.zeros((hi - lo, s, s), bool)
-        keep = np.zeros(sel.size, bool)
-        vis = np.zeros_like(masks)
-        for r in range(int(ranks.max(initial=-1)), -1, -1):  # top-down: decide visibility
-            js = np.flatnonzero(ranks == r)
-            v = masks[js] & ~cover[local[js]]
-            area, shown = masks[js].sum((1, 2)), v.sum((1, 2))
-            ok = (shown > 0) & (shown >= mc.min_visible * area)
-            keep[js], vis[js] = ok, v
-            cover[local[js[ok]]] |= masks[js[ok]]
-        for r in range(int(ranks.max(initial=-1)) + 1):  # bottom-up: composite the kept objects
-            js = np.flatnonzero((ranks == r) & keep)
-            canvas[local[js]] = np.where(masks[js][..., None], rgb[js], canvas[local[js]])
-        images[lo:hi] = _to_u8(canvas)
-        keep_all[sel], vis_all[sel] = keep, vis & keep[:, None, None]
+    with instance_spread(cfg.nuisance):
+        for lo in range(0, n, _CHUNK):
+            hi = min(n, lo + _CHUNK)
+            sel = np.flatnonzero((o_img_a >= lo) & (o_img_a < hi))
+            canvas = squeeze_hues(render_backgrounds(rng, families[lo:hi], s), cfg.hue_spread)
+            angles = rng.uniform(0, 2 * np.pi, sel.size)
+            tex = _texture_of(rng, o_cls_a[sel], cfg)
+            masks, rgb = render_objects(rng, o_cls_a[sel], o_c_a[sel], o_r_a[sel], angles, s, texture_classes=tex)
+            rgb = squeeze_hues(rgb, cfg.hue_spread)
+            local, ranks = o_img_a[sel] - lo, o_rank_a[sel]
+            cover = np.zeros((hi - lo, s, s), bool)
+            keep = np.zeros(sel.size, bool)
+            vis = np.zeros_like(masks)
+            for r in range(int(ranks.max(initial=-1)), -1, -1):  # top-down: decide visibility
+                js = np.flatnonzero(ranks == r)
+                v = masks[js] & ~cover[local[js]]
+                area, shown = masks[js].sum((1, 2)), v.sum((1, 2))
+                ok = (shown > 0) & (shown >= mc.min_visible * area)
+                keep[js], vis[js] = ok, v
+                cover[local[js[ok]]] |= masks[js[ok]]
+            for r in range(int(ranks.max(initial=-1)) + 1):  # bottom-up: composite the kept objects
+                js = np.flatnonzero((ranks == r) & keep)
+                canvas[local[js]] = np.where(masks[js][..., None], rgb[js], canvas[local[js]])
+            images[lo:hi] = _to_u8(canvas)
+            keep_all[sel], vis_all[sel] = keep, vis & keep[:, None, None]
     # instances in image order, primary first within an image (stable by the original sampling order)
     order = np.lexsort((~np.asarray(o_primary, bool), o_img_a))
     order = order[keep_all[order]]

@@ -18,7 +18,7 @@ Every corruption maps a batch of uint8 images (n, s, s, 3) to uint8 images of th
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -140,7 +140,9 @@ def motion_blur(images: np.ndarray, severity: int, rng: np.random.Generator) -> 
     s = _scale(images)
     x = _f(images)
     out = [
-        cv2.filter2D(img, -1, _motion_kernel(radius * s, sigma * s, float(rng.uniform(-45, 45))), borderType=cv2.BORDER_REPLICATE)
+        cv2.filter2D(
+            img, -1, _motion_kernel(radius * s, sigma * s, float(rng.uniform(-45, 45))), borderType=cv2.BORDER_REPLICATE
+        )
         for img in x
     ]
     return _u8(np.stack(out))
@@ -230,7 +232,10 @@ def pixelate(images: np.ndarray, severity: int, rng: np.random.Generator) -> np.
     c = _C["pixelate"][severity - 1]
     n, s = images.shape[:2]
     small = max(1, int(s * c))
-    out = [np.asarray(Image.fromarray(img).resize((small, small), Image.BOX).resize((s, s), Image.NEAREST)) for img in images]
+    out = [
+        np.asarray(Image.fromarray(img).resize((small, small), Image.BOX).resize((s, s), Image.NEAREST))
+        for img in images
+    ]
     return np.stack(out).astype(np.uint8)
 
 

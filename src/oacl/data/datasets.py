@@ -42,8 +42,9 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 import torch

@@ -16,11 +16,11 @@ vectorised over a batch: coordinates are (n, s, s), per-instance parameters (n, 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from oacl.data.textures import coords, hsv_to_rgb, smoothstep, value_noise
+from oacl.data.textures import coords, hsv_to_rgb, instance_uniform, smoothstep, value_noise
 
 __all__ = [
     "CLASSES",
@@ -35,8 +35,7 @@ ShapeFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 TextureFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
 
-def _u(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
-    return rng.uniform(lo, hi, size=(n, 1, 1)).astype(np.float32)
+_u = instance_uniform  # per-instance parameters shrink with data.benchmark.nuisance
 
 
 # ------------------------------------------------------------------------------ shapes
@@ -204,7 +203,9 @@ def tex_waves(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndar
     """Wavy stripes: sin(2 pi a / p + A sin(2 pi b / q)), p 0.3-0.45 R, thresholded."""
     a, b = _rot(u, v, rng)
     n = u.shape[0]
-    ph = np.sin(2 * np.pi * a / _u(rng, n, 0.3, 0.45) + _u(rng, n, 1.5, 3.0) * np.sin(2 * np.pi * b / _u(rng, n, 0.6, 1.0)))
+    ph = np.sin(
+        2 * np.pi * a / _u(rng, n, 0.3, 0.45) + _u(rng, n, 1.5, 3.0) * np.sin(2 * np.pi * b / _u(rng, n, 0.6, 1.0))
+    )
     return (ph > 0).astype(np.float32)
 
 
@@ -311,7 +312,9 @@ def render_objects(
     tex = classes if texture_classes is None else np.asarray(texture_classes, np.int64).reshape(n)
     for name, arr in (("classes", classes), ("texture_classes", tex)):
         if n and (arr.min() < 0 or arr.max() >= len(CLASSES)):
-            raise ValueError(f"{name} must be in [0, {len(CLASSES)}), got {int(arr[(arr < 0) | (arr >= len(CLASSES))][0])}")
+            raise ValueError(
+                f"{name} must be in [0, {len(CLASSES)}), got {int(arr[(arr < 0) | (arr >= len(CLASSES))][0])}"
+            )
     if n and radii.min() <= 0:
         raise ValueError(f"radii must be > 0, got {float(radii.min())}")
 

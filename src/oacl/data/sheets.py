@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -20,8 +20,18 @@ from oacl.io.atomic import save_png
 
 __all__ = ["contact_sheet", "read_head", "write_contact_sheets"]
 
-_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
+_PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+]
 _MASK_COLOUR = (255, 225, 0)
 
 
@@ -117,13 +127,19 @@ def write_contact_sheets(data_dir: str | Path, plots_dir: str | Path, *, n: int 
             corruptions.setdefault(match["name"], []).append((int(match["sev"]), path))
             continue
         if group == "multi" and stem.startswith("crops_"):
-            name = f"crops-{stem[len('crops_'):]}"
+            name = f"crops-{stem[len('crops_') :]}"
         else:
             name = f"{group}-{stem}"
         h = read_head(path, n)
         img = contact_sheet(
-            h["images"], masks=h["masks"], boxes=h["boxes"], box_labels=h["box_labels"],
-            labels=h["labels"], classes=h["classes"], cols=cols, title=name,
+            h["images"],
+            masks=h["masks"],
+            boxes=h["boxes"],
+            box_labels=h["box_labels"],
+            labels=h["labels"],
+            classes=h["classes"],
+            cols=cols,
+            title=name,
         )
         out = plots_dir / f"{name}.png"
         save_png(img, out)

@@ -18,9 +18,10 @@ is split X". Every stage asks this module; none of them reads ``data.source`` it
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -88,14 +89,22 @@ def train_set(data: DataConfig, part: str, *, side: int | None = None) -> Sample
     transform = None
     if side is not None:
         if side < 1:
-            raise DataError(f"real images must be resized to the backbone's training side, but none is known ({side!r})")
+            raise DataError(
+                f"real images must be resized to the backbone's training side, but none is known ({side!r})"
+            )
         transform = v2.Resize((side, side), antialias=True)
     real = data.real
     if part == "multi":
-        return build_dataset("coco", annotation_json=real.multi_train_json, image_dir=real.multi_images, transform=transform)
+        return build_dataset(
+            "coco", annotation_json=real.multi_train_json, image_dir=real.multi_images, transform=transform
+        )
     if real.single_format == "bgchallenge":
-        return build_dataset("bgchallenge", root=real.single_root, variant="original", split="train", transform=transform)
-    return build_dataset("imagefolder", root=real.single_root, masks_root=real.single_masks or None, transform=transform)
+        return build_dataset(
+            "bgchallenge", root=real.single_root, variant="original", split="train", transform=transform
+        )
+    return build_dataset(
+        "imagefolder", root=real.single_root, masks_root=real.single_masks or None, transform=transform
+    )
 
 
 def stored_side(data: DataConfig, part: str) -> int:
@@ -136,7 +145,9 @@ def detection_files(data: DataConfig) -> DetectionFiles:
     over ``{train,test}.h5``; real: ``multi_train_json`` / ``multi_test_json`` over ``multi_images``."""
     if _embedded(data):
         root = Path(data.root) / "multi"
-        return DetectionFiles(root / "instances_train.json", root / "train.h5", root / "instances_test.json", root / "test.h5")
+        return DetectionFiles(
+            root / "instances_train.json", root / "train.h5", root / "instances_test.json", root / "test.h5"
+        )
     real = data.real
     for key in ("multi_images", "multi_train_json", "multi_test_json"):
         if not getattr(real, key):
@@ -169,7 +180,9 @@ class ImageSource(Protocol):
 class TensorSource:
     """Images already in memory: uint8 (N, 3, H, W) and labels (N,)."""
 
-    def __init__(self, images: Tensor, labels: Tensor | np.ndarray, classes: Sequence[str], name: str = "tensor") -> None:
+    def __init__(
+        self, images: Tensor, labels: Tensor | np.ndarray, classes: Sequence[str], name: str = "tensor"
+    ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         self.images, self.labels = images, torch.as_tensor(labels).long()
@@ -208,7 +221,10 @@ class SetSource:
         for i in range(0, rows.shape[0], batch_size):
             sel = rows[i : i + batch_size]
             batch = images[sel[0] : sel[-1] + 1] if _contiguous(sel) else images[sel]
-            yield torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2), torch.from_numpy(self.labels[i : i + batch_size])
+            yield (
+                torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2),
+                torch.from_numpy(self.labels[i : i + batch_size]),
+            )
 
 
 def _contiguous(sel: np.ndarray) -> bool:
@@ -268,7 +284,15 @@ def crop_box(image: np.ndarray, box: Sequence[float], margin: float, size: int) 
 class CocoCropSource:
     """Object crops of a COCO-style dataset: every GT box + ``margin``, resized to ``size`` (label = box class)."""
 
-    def __init__(self, dataset: Any, size: int, name: str, *, margin: float = REAL_CROP_MARGIN, indices: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        size: int,
+        name: str,
+        *,
+        margin: float = REAL_CROP_MARGIN,
+        indices: Sequence[int] | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError(f"size must be >= 1 for object crops, got {size!r}")
         self.dataset, self.size, self.margin, self.name = dataset, int(size), float(margin), name
@@ -394,7 +418,11 @@ def bg_sources(params: Params, image_size: int) -> dict[str, ImageSource]:
     for v in BG_VARIANTS:
         folder = Path(real.single_root) / v / "val"
         if folder.is_dir():
-            out[v] = DatasetSource(build_dataset("bgchallenge", root=real.single_root, variant=v, split="val", masks=False), size, str(folder))
+            out[v] = DatasetSource(
+                build_dataset("bgchallenge", root=real.single_root, variant=v, split="val", masks=False),
+                size,
+                str(folder),
+            )
         else:
             log.warning("Background Challenge variant %s missing (%s)", v, folder)
     return out
@@ -420,4 +448,3 @@ def shift_sources(params: Params, image_size: int, classes: Sequence[str]) -> di
         for p in sorted(Path(root).iterdir())
         if p.is_dir() and not p.name.startswith(".")
     }
-

@@ -14,8 +14,10 @@ structure (frequency, orientation, phase, layout) that survives cropping and col
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -29,6 +31,9 @@ __all__ = [
     "value_noise",
     "render_backgrounds",
     "smoothstep",
+    "squeeze_hues",
+    "instance_uniform",
+    "instance_spread",
 ]
 
 BackgroundFn = Callable[[np.random.Generator, int, int], np.ndarray]
@@ -66,6 +71,26 @@ def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
         0,
     )  # (6, ..., 3)
     return np.take_along_axis(table, i[None, ..., None], 0)[0].astype(np.float32)
+
+
+def squeeze_hues(rgb: np.ndarray, spread: float) -> np.ndarray:
+    """Map every colour's hue h in [0, 1) to ``0.5 + spread * (h - 0.5)``; saturation and value kept.
+
+    ``rgb`` (..., 3) float in [0, 1]. ``spread`` 1 returns the input unchanged; smaller values confine
+    all hues to a band of that fraction of the hue circle, centred on cyan (0.5).
+    """
+    if not 0.0 < spread <= 1.0:
+        raise ValueError(f"spread must be in (0, 1], got {spread}")
+    if spread == 1.0:
+        return rgb
+    rgb = np.asarray(rgb, np.float32)
+    hi, lo = rgb.max(-1), rgb.min(-1)
+    chroma = hi - lo
+    safe = np.where(chroma > 0, chroma, 1.0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    h = np.where(hi == r, ((g - b) / safe) % 6.0, np.where(hi == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0)) / 6.0
+    sat = np.where(hi > 0, chroma / np.where(hi > 0, hi, 1.0), 0.0)
+    return hsv_to_rgb(0.5 + spread * (h % 1.0 - 0.5), sat, hi)
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -125,9 +150,33 @@ def fractal_noise(rng: np.random.Generator, n: int, size: int, cells: int, octav
     return (total - lo) / np.maximum(hi - lo, 1e-6)
 
 
-def _u(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
-    """Uniform per-image parameter, shape (n, 1, 1) float32."""
+_SPREAD: ContextVar[float] = ContextVar("oacl_instance_spread", default=1.0)
+
+
+@contextlib.contextmanager
+def instance_spread(spread: float) -> Iterator[None]:
+    """Within the block, every per-instance structural parameter (:func:`instance_uniform`) is drawn
+    from its range shrunk to ``spread`` of its width about the middle (1: the full range)."""
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"spread must be in [0, 1], got {spread}")
+    token = _SPREAD.set(spread)
+    try:
+        yield
+    finally:
+        _SPREAD.reset(token)
+
+
+def instance_uniform(rng: np.random.Generator, n: int, lo: float, hi: float) -> np.ndarray:
+    """A per-instance parameter (frequency, orientation, phase, offset, aspect ...), shape (n, 1, 1)
+    float32: uniform on [lo, hi], or on its middle ``spread`` fraction inside :func:`instance_spread`."""
+    spread = _SPREAD.get()
+    if spread < 1.0:
+        mid, half = (lo + hi) / 2.0, (hi - lo) / 2.0 * spread
+        lo, hi = mid - half, mid + half
     return rng.uniform(lo, hi, size=(n, 1, 1)).astype(np.float32)
+
+
+_u = instance_uniform
 
 
 def _palette(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +198,9 @@ def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return a + t[..., None] * (b - a)
 
 
-def _rotated(rng: np.random.Generator, n: int, size: int, *, angle: tuple[float, float] = (0.0, np.pi)) -> tuple[np.ndarray, np.ndarray]:
+def _rotated(
+    rng: np.random.Generator, n: int, size: int, *, angle: tuple[float, float] = (0.0, np.pi)
+) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates rotated by a random per-image angle about a random origin: (n, s, s) each."""
     x, y = coords(size)
     th = _u(rng, n, *angle)

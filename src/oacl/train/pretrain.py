@@ -173,6 +173,11 @@ def train_settings(method: str, cfg: PretrainConfig) -> TrainSettings:
     )
 
 
+def view_settings(cfg: PretrainConfig, size: int) -> AugmentSettings:
+    """The two-view recipe of ``pretrain.*`` at view side ``size`` (the vanilla models and their debiased twins)."""
+    return AugmentSettings(size=size, crop_scale=cfg.crop_scale, blur_p=cfg.blur_p)
+
+
 def train_set_names(cfg: PretrainConfig) -> list[str]:
     """The parts of the training set, in :func:`open_train_set`'s order: ``multi`` and / or ``single``."""
     return list(SETS) if cfg.dataset == "both" else [cfg.dataset]
@@ -322,7 +327,7 @@ def run_pretrain(
         )
     train_data: Dataset = data
     if variant is None:
-        views = two_view_pipeline(AugmentSettings(size=size, crop_scale=cfg.crop_scale))
+        views = two_view_pipeline(view_settings(cfg, size))
     else:
         train_data, views = variant.prepare(data, size)
     name = variant.name if variant is not None else f"pretrain {method}"

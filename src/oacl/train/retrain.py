@@ -48,7 +48,7 @@ from oacl.errors import DataError
 from oacl.io.atomic import save_png
 from oacl.io.camstore import CamStore
 from oacl.train.engine import EpochRecord, TrainResult
-from oacl.train.pretrain import PretrainPaths, TrainVariant, method_config, run_pretrain, train_set_names
+from oacl.train.pretrain import PretrainPaths, TrainVariant, method_config, run_pretrain, train_set_names, view_settings
 
 __all__ = [
     "Debias",
@@ -253,7 +253,7 @@ def build_views(
         RetrainSet(p, n, stores.get(n) if spec.cam else None, boxes=spec.cam == "boxes", masks=spec.cam == "masks")
         for p, n in zip(parts, names)
     ]
-    aug = AugmentSettings(size=size, crop_scale=params.pretrain.crop_scale)
+    aug = view_settings(params.pretrain, size)
     views = spec.build(params, aug, parts)
     return (parts[0] if len(parts) == 1 else ConcatDataset(parts)), views
 
