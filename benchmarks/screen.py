@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/screen.py --tag NAME [--set KEY=VALUE ...] \\
         [--what random,supervised,moco,byol] [--steps 300] [--seeds 0 1] [--out docs/learnability.jsonl]
+    PYTHONPATH=src python benchmarks/screen.py --table docs/learnability.jsonl   # the Markdown table
 
 For one configuration — ``params.yaml`` plus ``--set`` overrides of any key (``data.benchmark.*``:
 a candidate benchmark, generated once into ``/tmp/oacl-screen/<hash>``; ``pretrain.*``: the model
@@ -28,6 +29,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ from oacl.config import BenchmarkConfig, Params, overlay, parse_section  # noqa:
 from oacl.data.benchmark import generate_benchmark  # noqa: E402
 from oacl.models.backbones import build_backbone, feature_dim  # noqa: E402
 from oacl.schedules import effective_lr, lr_at  # noqa: E402
-from oacl.train.engine import IndexedViews, TrainSettings, train  # noqa: E402
+from oacl.train.engine import EpochRecord, IndexedViews, TrainResult, TrainSettings, train  # noqa: E402
 from oacl.train.pretrain import build_method, open_train_set, view_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,8 +117,21 @@ def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int
     return encoder, time.perf_counter() - t0
 
 
-def train_ssl(params: Params, method: str, data: Any, size: int, steps: int, seed: int) -> tuple[nn.Module, float, int]:
-    """MoCo / BYOL through the project's engine for about ``steps`` steps (whole epochs)."""
+def train_ssl(
+    params: Params,
+    method: str,
+    data: Any,
+    size: int,
+    steps: int,
+    seed: int,
+    on_epoch_end: Callable[[EpochRecord, TrainResult], None] | None = None,
+) -> tuple[nn.Module, float, int]:
+    """MoCo / BYOL through the project's engine for about ``steps`` steps (whole epochs).
+
+    ``on_epoch_end`` (the engine's hook) sees the model after every epoch: ``--probe-every``
+    probes it there, which measures a learning curve under one cosine schedule (the lr at an
+    intermediate epoch is still high, so an intermediate point understates a run of that length).
+    """
     cfg = params.pretrain
     per_epoch = len(data) // cfg.batch_size
     epochs = max(1, math.ceil(steps / per_epoch))
@@ -136,20 +151,70 @@ def train_ssl(params: Params, method: str, data: Any, size: int, steps: int, see
     model = build_method(method, cfg)
     views = two_view_pipeline(view_settings(cfg, size))
     t0 = time.perf_counter()
-    result = train(model, data, views, settings, device="cpu", progress=False)
+    result = train(model, data, views, settings, device="cpu", progress=False, on_epoch_end=on_epoch_end)
     return result.model.encoder, time.perf_counter() - t0, epochs * per_epoch
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The screening table in Markdown: every row, then each trained row against the mean of the
+    random-init rows of the same benchmark (same ``data`` overrides) and architecture."""
+    out = [
+        "| config | model | seed | steps | train s | img/s | crops | ORIGINAL | MIXED-RAND | BG-Gap |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    controls: dict[str, list[dict[str, Any]]] = {}
+
+    def bench(r: dict[str, Any]) -> str:
+        return json.dumps([r["set"].get("data", {}), r["arch"], r["stem"]], sort_keys=True)
+
+    for r in rows:
+        steps, sec, ips = r.get("steps"), r.get("seconds"), r.get("img_per_s")
+        if r.get("of_steps"):
+            steps = f"{steps} of {r['of_steps']}"
+        out.append(
+            f"| {r['tag']} | {r['what']} | {r['seed']} | {steps or '–'} | {f'{sec:.0f}' if sec else '–'} | "
+            f"{f'{ips:.0f}' if ips else '–'} | {r['crops']:.1f} | {r['original']:.1f} | {r['mixed_rand']:.1f} | "
+            f"{r['bg_gap']:.1f} |"
+        )
+        if r["what"] == "random":
+            controls.setdefault(bench(r), []).append(r)
+    out += [
+        "",
+        "| config | model | seed | steps | Δ crops | Δ ORIGINAL | Δ MIXED-RAND | random-init seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = controls.get(bench(r), [])
+        if r["what"] == "random" or not base:
+            continue
+
+        def delta(key: str, r: dict[str, Any] = r, base: list[dict[str, Any]] = base) -> str:
+            return f"{r[key] - sum(b[key] for b in base) / len(base):+.1f}"
+
+        out.append(
+            f"| {r['tag']} | {r['what']} | {r['seed']} | {r['steps']}{' of ' + str(r['of_steps']) if r.get('of_steps') else ''} | {delta('crops')} | {delta('original')} | "
+            f"{delta('mixed_rand')} | {len(base)} |"
+        )
+    return "\n".join(out)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tag", required=True)
+    p.add_argument("--table", type=Path, metavar="JSONL", help="print the Markdown table of a rows file and exit")
+    p.add_argument("--tag")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--what", default="random,supervised,moco,byol")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--probe-every", type=int, default=0, metavar="EPOCHS", help="moco/byol: also probe every n epochs")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "learnability.jsonl")
     args = p.parse_args()
+    if args.table:
+        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
+        return
+    if not args.tag:
+        p.error("--tag is required (unless --table)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     overrides = dotted(args.sets)
     raw = overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
@@ -183,7 +248,26 @@ def main() -> None:
                 enc, sec = train_supervised(params, data, size, args.steps, s)
                 steps = args.steps
             else:
-                enc, sec, steps = train_ssl(params, what, data, size, args.steps, s)
+
+                def curve(record: EpochRecord, result: TrainResult, what: str = what, s: int = s) -> None:
+                    last = record.epoch * result.steps_per_epoch >= args.steps
+                    if args.probe_every and record.epoch % args.probe_every == 0 and not last:
+                        sec = sum(r.seconds for r in result.history)
+                        steps = record.epoch * result.steps_per_epoch
+                        emit(
+                            {
+                                "what": what,
+                                "seed": s,
+                                "steps": steps,
+                                "seconds": sec,
+                                "img_per_s": steps * cfg.batch_size / sec,
+                                "of_steps": args.steps,  # an intermediate point of a longer schedule
+                                "encoder": result.model.encoder,
+                            }
+                        )
+                        result.model.train()
+
+                enc, sec, steps = train_ssl(params, what, data, size, args.steps, s, on_epoch_end=curve)
             emit(
                 {
                     "what": what,

@@ -119,3 +119,12 @@ def test_params_real_paths_are_resolved_when_loaded(tmp_path):
         ConfigError, match=r"'data\.real\.single_root' = '\.\./x' points outside 'data\.real\.root' = '/datasets/coco'"
     ):
         load_params(write(tmp_path, {"data": {"real": {"root": "/datasets/coco", "single_root": "../x"}}}))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in Path(__file__).resolve().parents[1].glob("params.*.yaml")))
+def test_every_shipped_overlay_gives_valid_params(name: str) -> None:
+    from oacl.config import overlay
+
+    root = Path(__file__).resolve().parents[1]
+    raw = overlay(yaml.safe_load((root / "params.yaml").read_text()), yaml.safe_load((root / name).read_text()))
+    parse_section(Params, raw)  # raises ConfigError naming the key on an unknown key or a bad value

@@ -192,3 +192,28 @@ def test_shift_refuses_heads_of_another_backbone(
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         "eval/lineval-moco/heads.pt"
     ]
+
+
+def test_random_control_is_the_mean_over_its_init_seeds(world: dict[str, Path], tmp_path: Path) -> None:
+    from oacl.eval.linear import LinevalPaths, run_lineval
+
+    def top1(seed: int, count: int) -> dict[str, Any]:
+        params = load_params(
+            write_params(
+                tmp_path / f"p{seed}{count}.yaml",
+                world["data"],
+                lineval={**FAST["lineval"], "seed": seed, "random_seeds": count},
+            )
+        )
+        out = tmp_path / f"out{seed}{count}"
+        run_lineval(params, "random", LinevalPaths.under(out, "random"), models_dir=world["models"])
+        return read_results(out / "metrics" / "lineval-random.json")
+
+    one, two, both = top1(0, 1), top1(1, 1), top1(0, 2)
+    for task in ("crops", "original"):
+        assert both[task]["init_seeds"] == {"0": one[task]["top1"], "1": two[task]["top1"]}
+        assert both[task]["top1"] == pytest.approx((one[task]["top1"] + two[task]["top1"]) / 2, abs=0.006)
+        assert "init_seeds" not in one[task]
+    # the heads file is seed 0's: what shift@random loads
+    _, heads = load_heads(tmp_path / "out02" / "eval" / "lineval-random" / "heads.pt", "original")
+    assert heads["backbone_digest"] == load_variant("random", load_params(tmp_path / "p02.yaml")).digest

@@ -487,6 +487,9 @@ class LinevalConfig:
         doc="L-BFGS iterations per l2 weight (warm-started from the previous one; 100: 2-3x slower, top-1 within 0.8)",
     )
     seed: int = spec(0, ge=0, doc="the random-init control backbone; real data: the held-out validation split")
+    random_seeds: int = spec(
+        3, ge=1, le=20, doc="random-init control: probes of init seeds seed, seed + 1, ... averaged (its heads: seed's)"
+    )
     val_fraction: float = spec(
         0.1,
         gt=0.0,

@@ -40,7 +40,7 @@ from torch import Tensor
 from oacl.config import Params
 from oacl.data.source import ImageSource, crops_splits, original_splits
 from oacl.errors import CheckpointError, DataError
-from oacl.eval.features import extract_features, frozen, load_variant
+from oacl.eval.features import FrozenBackbone, extract_features, frozen, load_variant
 from oacl.io.atomic import atomic_path
 from oacl.io.checkpoint import read_torch_file
 from oacl.io.results import merge, write_results
@@ -444,24 +444,11 @@ def _check_classes(sets: Sequence[ImageSource]) -> list[str]:
     return classes
 
 
-def run_lineval(
-    params: Params, variant: str, paths: LinevalPaths, *, models_dir: str | Path = "artifacts/models"
-) -> dict[str, Any]:
-    """Stage ``lineval@<variant>``: probes on the object crops and on ORIGINAL; metrics JSON + heads file.
-
-    Loads the variant's frozen backbone (:func:`oacl.eval.features.load_variant`), extracts
-    center-crop features of the crops train / val / test splits and of ORIGINAL train / val /
-    test, checks that the backbone's weights are bit-identical to the file's afterwards, runs
-    :func:`linear_eval` on each task, writes ``paths.metrics`` (``{"crops": {"top1", "test_images"},
-    "original": {...}}``, percent), ``paths.details`` (val top-1, chosen l2, per-class top-1, the l2 path,
-    seconds) and ``paths.heads`` (both heads with their
-    standardization, the class names, the backbone digest and the feature settings).
-    Returns the whole record (the two files merged).
-    """
+def _probe_backbone(
+    backbone: FrozenBackbone, params: Params, device: torch.device
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], FrozenBackbone]:
+    """Both probes (object crops, ORIGINAL) of one frozen backbone: metrics, details and heads blocks."""
     cfg = params.lineval
-    t0 = time.perf_counter()
-    backbone = load_variant(variant, params, models_dir=models_dir)
-    device = resolve_device(cfg.device, "lineval.device")
     tasks = {
         "crops": crops_splits(params, backbone.image_size),
         "original": original_splits(params, backbone.image_size),
@@ -493,7 +480,7 @@ def run_lineval(
             )
             log.info(
                 "lineval@%s %s: top-1 %.2f %% (val %.2f %%, l2 %.3g; %d/%d/%d images, fit %.1f s)",
-                variant,
+                backbone.variant,
                 task,
                 res["top1"],
                 res["val_top1"],
@@ -506,6 +493,46 @@ def run_lineval(
             metrics[task] = task_metrics(res, len(ys[2]))
             details[task] = task_details(res, classes)
             heads[task] = {"head": res["head"], "classes": classes, "val_top1": res["val_top1"], "path": res["path"]}
+    return metrics, details, heads, backbone
+
+
+def run_lineval(
+    params: Params, variant: str, paths: LinevalPaths, *, models_dir: str | Path = "artifacts/models"
+) -> dict[str, Any]:
+    """Stage ``lineval@<variant>``: probes on the object crops and on ORIGINAL; metrics JSON + heads file.
+
+    Loads the variant's frozen backbone (:func:`oacl.eval.features.load_variant`), extracts
+    center-crop features of the crops train / val / test splits and of ORIGINAL train / val /
+    test, checks that the backbone's weights are bit-identical to the file's afterwards, runs
+    :func:`linear_eval` on each task, writes ``paths.metrics`` (``{"crops": {"top1", "test_images"},
+    "original": {...}}``, percent), ``paths.details`` (val top-1, chosen l2, per-class top-1, the l2 path,
+    seconds) and ``paths.heads`` (both heads with their
+    standardization, the class names, the backbone digest and the feature settings).
+    ``random`` (the control) is probed once per init seed (``lineval.random_seeds`` seeds from
+    ``lineval.seed``): its top-1 is their mean, the per-seed values and their s.d. go to the
+    details, and the heads file holds seed ``lineval.seed``'s heads (what ``shift@random`` uses).
+    Returns the whole record (the two files merged).
+    """
+    cfg = params.lineval
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device, "lineval.device")
+    # the random-init control: one probe per init seed, averaged; every other variant: its one backbone
+    seeds = [cfg.seed + i for i in range(cfg.random_seeds)] if variant == "random" else [None]
+    runs = [
+        _probe_backbone(load_variant(variant, params, seed=s, models_dir=models_dir), params, device) for s in seeds
+    ]
+    metrics, details, heads, backbone = runs[0]
+    if len(runs) > 1:
+        for task in metrics:
+            top1s = [r[0][task]["top1"] for r in runs]
+            val_top1s = [r[0][task]["val_top1"] for r in runs]
+            metrics[task]["top1"] = _round(float(np.mean(top1s)))
+            metrics[task]["val_top1"] = _round(float(np.mean(val_top1s)))
+            details[task]["init_seeds"] = {str(s): v for s, v in zip(seeds, top1s)}
+            details[task]["top1_sd"] = _round(float(np.std(top1s, ddof=1)))
+            log.info(
+                "lineval@random %s: top-1 %.2f %% over init seeds %s (%s)", task, metrics[task]["top1"], seeds, top1s
+            )
     save_heads(
         paths.heads,
         {
