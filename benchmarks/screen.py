@@ -129,8 +129,8 @@ def train_ssl(
     """MoCo / BYOL through the project's engine for about ``steps`` steps (whole epochs).
 
     ``on_epoch_end`` (the engine's hook) sees the model after every epoch: ``--probe-every``
-    probes it there, which measures a learning curve under one cosine schedule (the lr at an
-    intermediate epoch is still high, so an intermediate point understates a run of that length).
+    probes it there: a learning curve under one schedule (an intermediate point is not a run of
+    that length; the lr decay and the momentum ramp are stretched over the whole run).
     """
     cfg = params.pretrain
     per_epoch = len(data) // cfg.batch_size
@@ -164,8 +164,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     controls: dict[str, list[dict[str, Any]]] = {}
 
-    def bench(r: dict[str, Any]) -> str:
-        return json.dumps([r["set"].get("data", {}), r["arch"], r["stem"]], sort_keys=True)
+    def bench(r: dict[str, Any]) -> str:  # the generated folder (its settings' hash); older rows: the overrides
+        return json.dumps([r.get("benchmark") or r["set"].get("data", {}), r["arch"], r["stem"]], sort_keys=True)
 
     for r in rows:
         steps, sec, ips = r.get("steps"), r.get("seconds"), r.get("img_per_s")
@@ -223,7 +223,14 @@ def main() -> None:
     params = parse_section(Params, raw)
     data, size = open_train_set(params)
     cfg = params.pretrain
-    base = {"tag": args.tag, "set": overrides, "arch": cfg.arch, "stem": cfg.stem, "n_train": len(data)}
+    base = {
+        "tag": args.tag,
+        "set": overrides,
+        "benchmark": root.name,
+        "arch": cfg.arch,
+        "stem": cfg.stem,
+        "n_train": len(data),
+    }
 
     def emit(row: dict[str, Any]) -> None:
         encoder = row.pop("encoder")
