@@ -631,7 +631,7 @@ def test_instance_spread_narrows_every_per_instance_parameter_about_its_middle()
     assert half.min() >= 2.5 and half.max() <= 3.5 and half.min() < 2.55 and half.max() > 3.45
     assert instance_uniform(rng, 4000, 2.0, 4.0).max() > 3.95  # the block restores the full range
     with pytest.raises(ValueError, match="spread"), instance_spread(1.5):
-        pass
+        pytest.fail("a spread outside [0, 1] must be refused on entering the block")
 
 
 def test_nuisance_zero_gives_every_instance_of_a_class_the_same_shape_and_texture_layout() -> None:
