@@ -461,7 +461,7 @@ def test_constant_cam_gives_empty_masks_and_no_boxes(kit: Kit, tmp_path: Path, o
         store = CamStore(cam / "cam" / f"{name}.h5")
         assert store.read_all("masks").max() == 0 and store.read_all("masks_refined").max() == 0
         assert metrics["boxes_per_image"]["cam"] == 0.0 and metrics["boxes_per_image"]["no_box_pct"] == 100.0
-        assert metrics["mask_miou_pct"]["soft_cam"] >= 0.0
+        assert metrics["mask_miou_soft_pct"]["soft_cam"] >= 0.0 and metrics["pxap_pct"]["cam"] >= 0.0
     out = run_retrain(
         _params(kit), "moco", "oacrop", retrain_paths(tmp_path / "out", "moco", "oacrop"), cam_dir=cam / "cam"
     )

@@ -17,6 +17,7 @@ from oacl.eval.localization import (
     mask_miou,
     max_box_acc_v2,
     ones_baseline,
+    pxap,
 )
 
 # ----------------------------------------------------------------------------- mask mIoU
@@ -146,3 +147,33 @@ def test_gaussian_baseline_finds_a_centred_object() -> None:
     assert out["max_box_acc_v2"]["mean"] == 100.0
     both = localization_baselines(gt, boxes)
     assert both["gaussian"] == out and both["ones"]["mask_miou"] == pytest.approx(disc.mean())
+
+
+def test_pxap_equals_average_precision_on_binned_scores() -> None:
+    # Scores at bin centres: PxAP is exactly the step-wise average precision over pixels
+    # (scikit-learn's average_precision_score: sum over thresholds of precision x recall gain).
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    gt = rng.random((6, 12, 12)) < 0.3
+    bins = rng.integers(0, 100, size=gt.shape)
+    bins = np.where(gt, np.minimum(bins + 30, 99), bins)  # informative but imperfect
+    cams = (bins + 0.5) / 100.0
+    ref = 100.0 * average_precision_score(gt.ravel(), cams.ravel())
+    assert pxap(gt, cams) == pytest.approx(ref, abs=1e-9)
+    assert 50.0 < pxap(gt, cams) < 100.0
+
+
+def test_pxap_known_answers() -> None:
+    gt = np.zeros((2, 8, 8), bool)
+    gt[:, 2:6, 2:6] = True  # 16 of 64 pixels per image
+    assert pxap(gt, gt.astype(np.float32)) == 100.0  # the mask itself
+    assert pxap(gt, np.ones((8, 8))) == pytest.approx(25.0)  # a constant map: the foreground fraction
+    assert pxap(gt, np.zeros((2, 8, 8))) == pytest.approx(25.0)
+    assert pxap(gt, 1.0 - gt) == pytest.approx(25.0)  # the complement: only the bottom threshold recalls
+    with pytest.raises(ValueError, match="at least one ground-truth foreground pixel"):
+        pxap(np.zeros((1, 4, 4)), np.ones((1, 4, 4)))
+    with pytest.raises(ValueError, match=r"cams must lie in \[0, 1\]"):
+        pxap(gt, np.full((2, 8, 8), 2.0))
+    with pytest.raises(ValueError, match="must both be"):
+        pxap(gt, np.ones((3, 8, 8)))

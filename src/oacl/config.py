@@ -342,6 +342,11 @@ class ContraCAMConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     crf: bool = spec(True, doc="dense CRF (pydensecrf defaults) before binarising; else threshold the soft CAM")
     crf_iters: int = spec(5, ge=1, le=50)
+    crf_gauss_sxy: float = spec(3.0, gt=0.0, doc="CRF smoothness kernel width, px (paper code: 3, at 224 px)")
+    crf_gauss_compat: float = spec(3.0, ge=0.0, doc="CRF smoothness kernel weight (paper code: 3)")
+    crf_bi_sxy: float = spec(80.0, gt=0.0, doc="CRF appearance kernel width, px (paper code: 80, at 224 px)")
+    crf_bi_srgb: float = spec(13.0, gt=0.0, doc="CRF appearance kernel colour scale, 0-255 units (paper code: 13)")
+    crf_bi_compat: float = spec(10.0, ge=0.0, doc="CRF appearance kernel weight (paper code: 10)")
     threshold: float = spec(
         0.5, gt=0.0, lt=1.0, doc="binarisation of the CRF foreground probability (or of the soft CAM)"
     )

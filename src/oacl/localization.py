@@ -16,6 +16,15 @@
 * accuracy(t, level) = 100 x correct / N; MaxBoxAccV2 at a level is the best t,
   and ``mean`` averages the levels 30, 50, 70.
 
+``pxap`` is the pixel average precision of the same paper (wsolevaluation's
+``MaskEvaluator``, again fact by fact): every pixel of every image is one
+detection with the CAM value as its score; scores are histogrammed into the
+bins ``[0, 0.01), ..., [0.99, 1.0), [1.0, 2.0), [2.0, 3.0]`` separately for
+ground-truth foreground and background pixels; walking the bins from the top,
+the cumulative counts give precision and recall at each threshold, and
+PxAP = Σ precision_i x (recall_i − recall_{i−1}) over the thresholds below the
+top bin. A constant map scores the foreground fraction of the pixels.
+
 Baselines that ignore the image — a centered Gaussian (best sigma over a grid,
 chosen on the evaluated data itself, i.e. an optimistic baseline) and the
 all-ones map — are provided so that every localization number can be
@@ -38,6 +47,7 @@ __all__ = [
     "boxes_at_thresholds",
     "centered_gaussian",
     "exclusive_to_inclusive",
+    "fixed_map_box_acc",
     "gaussian_baseline",
     "inclusive_box_iou",
     "localization_baselines",
@@ -45,6 +55,7 @@ __all__ = [
     "mask_miou",
     "max_box_acc_v2",
     "ones_baseline",
+    "pxap",
 ]
 
 CAM_THRESHOLDS = np.arange(0, 1, 0.01)  # wsolevaluation's list for cam_curve_interval=0.01
@@ -209,7 +220,38 @@ def max_box_acc_v2(cams: Any, gt_boxes: Sequence[Any]) -> dict[Any, float]:
     return out
 
 
-def _fixed_map_box_acc(cam: np.ndarray, gt_boxes: Sequence[Any]) -> dict[Any, float]:
+def pxap(gt_masks: Any, cams: Any, *, chunk: int = 256) -> float:
+    """Pixel average precision (%) of soft maps against binary masks (see the module docstring).
+
+    gt_masks: (N, H, W) in [0, 1] (binarised at 0.5); cams: (N, H, W) in [0, 1], or (H, W)
+    for one map used for every image. Needs at least one foreground pixel.
+    """
+    g = _binarize(gt_masks, "gt_masks")
+    maps = _to_numpy(cams)
+    if maps.ndim == 2:
+        maps = np.broadcast_to(maps, g.shape)
+    if maps.shape != g.shape or g.ndim != 3:
+        raise ValueError(f"gt_masks and cams must both be (N, H, W), got {g.shape} and {maps.shape}")
+    edges = np.append(CAM_THRESHOLDS, [1.0, 2.0, 3.0])
+    fg = np.zeros(len(edges) - 1, np.int64)
+    bg = np.zeros(len(edges) - 1, np.int64)
+    for start in range(0, len(g), chunk):
+        m = np.asarray(maps[start : start + chunk], dtype=np.float64)
+        if m.size and (not np.isfinite(m).all() or m.min() < 0.0 or m.max() > 1.0):
+            raise ValueError(f"cams must lie in [0, 1] without NaN, got range [{m.min()}, {m.max()}]")
+        gg = g[start : start + chunk]
+        fg += np.histogram(m[gg], bins=edges)[0]
+        bg += np.histogram(m[~gg], bins=edges)[0]
+    if fg.sum() == 0:
+        raise ValueError("pxap needs at least one ground-truth foreground pixel")
+    tp, fp = np.cumsum(fg[::-1]), np.cumsum(bg[::-1])  # detections at or above each threshold, top first
+    detected = tp + fp
+    precision = np.divide(tp, detected, out=np.zeros(len(tp)), where=detected > 0)
+    recall = tp / fg.sum()
+    return float(100.0 * np.sum(precision[1:] * np.diff(recall)))
+
+
+def fixed_map_box_acc(cam: np.ndarray, gt_boxes: Sequence[Any]) -> dict[Any, float]:
     """MaxBoxAccV2 of one map used for every image (its boxes are computed once)."""
     est = boxes_at_thresholds(cam)
     correct = np.zeros((len(CAM_THRESHOLDS), len(IOU_LEVELS)), np.int64)
@@ -271,7 +313,7 @@ def gaussian_baseline(
                 raise ValueError("gaussian_baseline needs image_size (H, W) or gt_masks with gt_boxes")
             image_size = _to_numpy(gt_masks).shape[1:]
         h, w = image_size
-        scored = [(_fixed_map_box_acc(centered_gaussian(h, w, s), gt_boxes), s) for s in sigmas]
+        scored = [(fixed_map_box_acc(centered_gaussian(h, w, s), gt_boxes), s) for s in sigmas]
         acc, sigma = max(scored, key=lambda v: v[0]["mean"])
         out["max_box_acc_v2"] = {**acc, "sigma": sigma}
     return out
@@ -289,7 +331,7 @@ def ones_baseline(
     if gt_boxes is not None:
         if image_size is None:
             raise ValueError("ones_baseline needs image_size (H, W) or gt_masks with gt_boxes")
-        out["max_box_acc_v2"] = _fixed_map_box_acc(np.ones(tuple(image_size)), gt_boxes)
+        out["max_box_acc_v2"] = fixed_map_box_acc(np.ones(tuple(image_size)), gt_boxes)
     return out
 
 

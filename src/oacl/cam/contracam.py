@@ -59,6 +59,7 @@ __all__ = [
     "CamResult",
     "ContraCAMSettings",
     "cam_from_gradients",
+    "channel_sum_cam",
     "classifier_cam",
     "contracam",
     "contracam_prepared",
@@ -303,6 +304,22 @@ def cam_from_gradients(
     return minmax_normalize(cam)
 
 
+def channel_sum_cam(model: CamModel, images: Tensor) -> Tensor:
+    """A gradient-free null map of the same backbone: Σ_k A_k, the channel sum of the layer4 activations.
+
+    Upsampled and normalized exactly as a ContraCAM map (ReLU, bicubic to the image size,
+    per-image min-max), so it can take the same post-processing. images: (B, 3, H, W)
+    normalized, on the model's device. Returns (B, 1, H, W) in [0, 1].
+    """
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (B, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if images.device != model.device:
+        raise ValueError(f"images are on {images.device} but the model is on {model.device}")
+    cam = F.relu(_features(model, images.float()).sum(dim=1, keepdim=True))  # (B, 1, h, w)
+    cam = F.interpolate(cam, size=tuple(images.shape[-2:]), mode="bicubic", align_corners=False)
+    return minmax_normalize(cam)
+
+
 def _mask_colour(images: Tensor, groups: Tensor | None) -> Tensor:
     """Per-channel mean colour of the batch (or of each image's group). Returns (1|B, C, 1, 1)."""
     if groups is None:
@@ -490,6 +507,11 @@ class ContraCAMSettings(Protocol):
     amp: bool
     crf: bool
     crf_iters: int
+    crf_gauss_sxy: float  # pydensecrf pairwise kernels (oacl.cam.postprocess.PostprocessOptions)
+    crf_gauss_compat: float
+    crf_bi_sxy: float
+    crf_bi_srgb: float
+    crf_bi_compat: float
     threshold: float
     min_component: float
     box_margin: float

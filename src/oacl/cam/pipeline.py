@@ -11,11 +11,13 @@ arguments), so tests can call it in-process. For ``dataset`` in {multi, single}:
    to ``<out>/cam/<dataset>.h5`` (schema ``oacl.cam/1``, DESIGN.md A) with the sha256 of the
    backbone file, then read back and checked against the data set's ids;
 3. localization metrics against the ground truth of the same images (unsupervised, as in
-   the paper's Table 1): mask mIoU of the refined mask and of the soft CAM binarised at 0.5,
-   MaxBoxAccV2 of the soft CAM, each next to the image-blind baselines (centered Gaussian
-   with its best sigma, all-ones map), boxes per image, seconds →
-   ``<out>/metrics/contracam-<dataset>.json`` (the mIoU and MaxBoxAccV2 blocks) and
-   ``<out>/eval/contracam-<dataset>/details.json`` (the rest; :mod:`oacl.io.results`);
+   the paper's Table 1): mask mIoU of the refined mask, and mIoU (binarised at 0.5), PxAP and
+   MaxBoxAccV2 of the soft CAM, each next to the four null baselines of
+   :mod:`oacl.cam.nulls` (centred Gaussian with its best σ, all-ones, channel sum of the same
+   backbone, ContraCAM on random weights), every one refined by the same CRF and cleaning;
+   boxes per image, seconds → ``<out>/metrics/contracam-<dataset>.json`` (the mIoU, PxAP
+   and MaxBoxAccV2 blocks) and ``<out>/eval/contracam-<dataset>/details.json`` (the rest;
+   :mod:`oacl.io.results`);
 4. ablations (``contracam.ablation``; paper Tables 1, 9, 10 analogues) on a fixed random
    subset: mask mIoU per number of iterations T, without negative-signal removal, per
    negative-batch size → ``<out>/metrics/contracam-<dataset>-ablation.json`` (CRF mIoU per T
@@ -33,7 +35,7 @@ import copy
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,24 +45,35 @@ import torch
 from torch import nn
 
 from oacl.cam.contracam import CamModel, CamResult, contracam_prepared, prepare_cam_model, run_contracam
+from oacl.cam.nulls import NULL_BASELINES, channel_sum_maps, gaussian_map, random_init_like
 from oacl.cam.postprocess import PostprocessOptions, count_boxes, refine_batch
 from oacl.config import ContraCAMAblationConfig, ContraCAMConfig, Params
 from oacl.data.source import train_set
 from oacl.errors import CheckpointError, DataError
 from oacl.io.atomic import atomic_dir
 from oacl.io.results import write_results
-from oacl.localization import exclusive_to_inclusive, localization_baselines, mask_ious, max_box_acc_v2
+from oacl.localization import (
+    exclusive_to_inclusive,
+    fixed_map_box_acc,
+    localization_baselines,
+    mask_ious,
+    max_box_acc_v2,
+    pxap,
+)
 from oacl.perf import resolve_device
 from oacl.vocab import CAM_METHOD, IMAGENET_MEAN, IMAGENET_STD, SETS
 
 __all__ = [
     "CamPaths",
     "GroundTruth",
+    "NullMaps",
     "ablation_metrics",
     "dataset_config",
     "file_sha256",
     "ground_truth",
+    "gaussian_sigmas",
     "localization_metrics",
+    "null_maps",
     "open_cam_set",
     "postprocess_options",
     "run_contracam_stage",
@@ -203,56 +216,76 @@ def _miou_pct(gt: np.ndarray, pred: np.ndarray) -> float:
     return _pct(mask_ious(gt, pred).mean())
 
 
-def localization_metrics(result: CamResult, gt: GroundTruth) -> dict[str, Any]:
-    """Localization metrics of a whole-set ContraCAM run (percent; see the module docstring).
+@dataclass(frozen=True)
+class NullMaps:
+    """A null baseline's maps over a data set (:mod:`oacl.cam.nulls`), in dataset order.
+
+    soft: (N, H, W) uint8 map x 255, or (H, W) for one map used for every image (then
+    ``box_soft`` may hold another σ's map for MaxBoxAccV2: the image-blind Gaussian gets its
+    best σ per metric); refined: (N, H, W) uint8 in {0, 1}, after ContraCAM's post-processing.
+    """
+
+    soft: np.ndarray
+    refined: np.ndarray
+    box_soft: np.ndarray | None = None
+
+
+def _levels(acc: dict[Any, float]) -> dict[str, float]:
+    return {
+        "iou30": round(acc[30], 2),
+        "iou50": round(acc[50], 2),
+        "iou70": round(acc[70], 2),
+        "mean": round(acc["mean"], 2),
+    }
+
+
+def _soft_rows(soft: np.ndarray, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Rows of a soft map set as float in [0, 1]; a single (H, W) map stays one map."""
+    if soft.ndim == 2:
+        return soft.astype(np.float32) / 255.0
+    return soft[rows].astype(np.float32) / 255.0
+
+
+def localization_metrics(
+    result: CamResult, gt: GroundTruth, nulls: Mapping[str, NullMaps] | None = None
+) -> dict[str, Any]:
+    """Localization metrics of a whole-set ContraCAM run and its null baselines (percent).
 
     Mask metrics use the images that have a GT mask; MaxBoxAccV2 the images with at least
-    one GT box. Keys: ``images``, ``mask_miou_pct`` {refined, soft_cam, gaussian, ones},
-    ``max_box_acc_v2_pct`` {cam, gaussian: {iou30, iou50, iou70, mean}, ones: {mean}},
-    ``gaussian_sigma`` {miou, box}, ``boxes_per_image`` {cam, gt, no_box_pct}.
+    one GT box. Every map is scored twice: refined (ContraCAM's post-processing) and soft.
+    Keys: ``images``; ``mask_miou_pct`` {``refined``, one per null}: refined masks;
+    ``mask_miou_soft_pct`` {``soft_cam``, one per null}: soft maps binarised at 0.5;
+    ``pxap_pct`` {``cam``, one per null}: soft maps; ``max_box_acc_v2_pct`` {``cam``, one per
+    null: {iou30, iou50, iou70, mean}}: soft maps; ``boxes_per_image`` {cam, gt, no_box_pct}.
     """
     n = len(result.ids)
     if n != len(gt.boxes):
         raise ValueError(f"the CAM result has {n} images, the ground truth {len(gt.boxes)}")
+    nulls = dict(nulls or {})
     out: dict[str, Any] = {"images": n}
-    soft = result.masks.astype(np.float32) / 255.0
-    m = gt.has_mask
-    baselines_masks = gt.masks[m] if m.any() else None
+    m = np.flatnonzero(gt.has_mask)
+    if len(m):
+        masks = gt.masks[m]
+        out["mask_miou_pct"] = {"refined": _miou_pct(masks, result.masks_refined[m])}
+        out["mask_miou_pct"].update({k: _miou_pct(masks, v.refined[m]) for k, v in nulls.items()})
+        soft_cam = result.masks[m].astype(np.float32) / 255.0
+        out["mask_miou_soft_pct"] = {"soft_cam": _miou_pct(masks, soft_cam)}
+        out["pxap_pct"] = {"cam": round(pxap(masks, soft_cam), 2)}
+        for k, v in nulls.items():
+            soft = _soft_rows(v.soft, m)
+            out["mask_miou_soft_pct"][k] = _miou_pct(masks, np.broadcast_to(soft, masks.shape))
+            out["pxap_pct"][k] = round(pxap(masks, soft), 2)
     box_rows = [i for i, b in enumerate(gt.boxes) if len(b)]
-    gt_boxes = [exclusive_to_inclusive(gt.boxes[i]) for i in box_rows]
-    base = localization_baselines(
-        baselines_masks, gt_boxes if box_rows else None, image_size=tuple(result.masks.shape[1:])
-    )
-    if m.any():
-        out["mask_miou_pct"] = {
-            "refined": _miou_pct(gt.masks[m], result.masks_refined[m]),
-            "soft_cam": _miou_pct(gt.masks[m], soft[m]),
-            "gaussian": _pct(base["gaussian"]["mask_miou"]["value"]),
-            "ones": _pct(base["ones"]["mask_miou"]),
-        }
-    sigma: dict[str, float] = {}
-    if m.any():
-        sigma["miou"] = float(base["gaussian"]["mask_miou"]["sigma"])
     if box_rows:
-        cam_acc = max_box_acc_v2(soft[box_rows], gt_boxes)
-        g = base["gaussian"]["max_box_acc_v2"]
-
-        def levels(acc: dict[Any, float]) -> dict[str, float]:
-            return {
-                "iou30": round(acc[30], 2),
-                "iou50": round(acc[50], 2),
-                "iou70": round(acc[70], 2),
-                "mean": round(acc["mean"], 2),
-            }
-
-        out["max_box_acc_v2_pct"] = {
-            "cam": levels(cam_acc),
-            "gaussian": levels(g),
-            "ones": {"mean": round(base["ones"]["max_box_acc_v2"]["mean"], 2)},
-        }
-        sigma["box"] = float(g["sigma"])
-    if sigma:
-        out["gaussian_sigma"] = sigma
+        gt_boxes = [exclusive_to_inclusive(gt.boxes[i]) for i in box_rows]
+        acc = {"cam": _levels(max_box_acc_v2(result.masks[box_rows].astype(np.float32) / 255.0, gt_boxes))}
+        for k, v in nulls.items():
+            soft = v.box_soft if v.box_soft is not None else v.soft
+            if soft.ndim == 2:  # one map for every image: its boxes are computed once
+                acc[k] = _levels(fixed_map_box_acc(soft.astype(np.float32) / 255.0, gt_boxes))
+            else:
+                acc[k] = _levels(max_box_acc_v2(_soft_rows(soft, box_rows), gt_boxes))
+        out["max_box_acc_v2_pct"] = acc
     cam_counts = count_boxes(result.boxes)
     out["boxes_per_image"] = {
         "cam": round(float(cam_counts.mean()), 3) if n else 0.0,
@@ -260,6 +293,78 @@ def localization_metrics(result: CamResult, gt: GroundTruth) -> dict[str, Any]:
         "no_box_pct": _pct((cam_counts == 0).mean()) if n else 0.0,
     }
     return out
+
+
+def gaussian_sigmas(gt: GroundTruth, size: tuple[int, int]) -> dict[str, float]:
+    """The centred Gaussian's best σ on ``gt`` per metric: ``miou`` (soft map binarised at 0.5)
+    and ``box`` (MaxBoxAccV2 mean); each falls back to the other, then to 0.3, without that truth."""
+    m = gt.has_mask
+    box_rows = [i for i, b in enumerate(gt.boxes) if len(b)]
+    base = localization_baselines(
+        gt.masks[m] if m.any() else None,
+        [exclusive_to_inclusive(gt.boxes[i]) for i in box_rows] if box_rows else None,
+        image_size=size,
+    )["gaussian"]
+    miou = base.get("mask_miou", {}).get("sigma")
+    box = base.get("max_box_acc_v2", {}).get("sigma")
+    return {"miou": float(miou or box or 0.3), "box": float(box or miou or 0.3)}
+
+
+def null_maps(
+    result: CamResult,
+    gt: GroundTruth,
+    dataset: Any,
+    encoder: nn.Module,
+    projector: nn.Module,
+    cfg: ContraCAMConfig,
+    *,
+    arch: str,
+    stem: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+) -> tuple[dict[str, NullMaps], dict[str, Any]]:
+    """The four null baselines of :mod:`oacl.cam.nulls` on ``dataset``, each refined exactly as ContraCAM's maps.
+
+    ``random_weights`` is :func:`oacl.cam.run_contracam` with ``cfg`` (its own refinement
+    included) on weights drawn with seed ``cfg.seed``. Returns the maps and a details block
+    (the Gaussian's σ per metric, seconds per baseline).
+    """
+    opts = postprocess_options(cfg)
+    size = tuple(int(s) for s in result.masks.shape[1:])
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    rgb, channel = channel_sum_maps(
+        encoder,
+        projector,
+        dataset,
+        expand_res=cfg.expand_res,
+        amp=cfg.amp,
+        batch_size=cfg.batch_size,
+        mean=mean,
+        std=std,
+        device=device,
+    )
+    out = {"channel_sum": NullMaps(channel, refine_batch(rgb, channel, opts, processes=cfg.workers)[0])}
+    seconds["channel_sum"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sigma = gaussian_sigmas(gt, size)
+    for name, soft, box_soft in (
+        ("gaussian", gaussian_map(*size, sigma["miou"]), gaussian_map(*size, sigma["box"])),
+        ("ones", np.full(size, 255, np.uint8), None),
+    ):
+        refined = refine_batch(rgb, np.broadcast_to(soft, (len(rgb), *size)), opts, processes=cfg.workers)[0]
+        out[name] = NullMaps(soft, refined, box_soft)
+        seconds[name] = time.perf_counter() - t
+        t = time.perf_counter()
+
+    rand_enc, rand_proj = random_init_like(encoder, projector, arch=arch, stem=stem, seed=cfg.seed)
+    rand = run_contracam(rand_enc, rand_proj, dataset, cfg, mean=mean, std=std, device=device)
+    out["random_weights"] = NullMaps(rand.masks, rand.masks_refined)
+    seconds["random_weights"] = time.perf_counter() - t
+    details = {"gaussian_sigma": sigma, "seconds": {k: round(v, 2) for k, v in seconds.items()}}
+    return {k: out[k] for k in NULL_BASELINES}, details
 
 
 # ----------------------------------------------------------------------------- ablations
@@ -342,8 +447,9 @@ def ablation_metrics(
     removal off, the negative-batch size (batches are then at least that large, so each size
     is realised; a size >= the batch is the whole batch, i.e. the base setting). Every entry
     reports the mask mIoU (percent) of the refined mask (``cfg``'s post-processing) and of
-    the soft CAM binarised at 0.5; ``base`` is ``cfg`` itself on the subset and
-    ``baseline_miou_pct`` the image-blind baselines there. Returns ``{"images": 0}`` when the
+    the soft CAM binarised at 0.5; ``base`` is ``cfg`` itself on the subset;
+    ``baseline_miou_pct`` / ``baseline_soft_miou_pct`` the image-blind baselines there
+    (centred Gaussian with its best σ, all-ones), refined by the same post-processing / soft. Returns ``{"images": 0}`` when the
     ablation is off (no subset or no variant) or the data set has no GT masks.
     """
     t0 = time.perf_counter()
@@ -405,11 +511,14 @@ def ablation_metrics(
                 **common,
             )[cfg.iters]
             out["neg_batch"][str(size)] = score(soft)
-    base_maps = localization_baselines(gt.masks)
-    out["baseline_miou_pct"] = {
-        "gaussian": _pct(base_maps["gaussian"]["mask_miou"]["value"]),
-        "ones": _pct(base_maps["ones"]["mask_miou"]),
-    }
+    # the image-blind baselines on the subset, soft and through the same post-processing
+    sigma = float(localization_baselines(gt.masks)["gaussian"]["mask_miou"]["sigma"])
+    size = gt.masks.shape[1:]
+    out["baseline_miou_pct"], out["baseline_soft_miou_pct"] = {}, {}
+    for name, soft in (("gaussian", gaussian_map(*size, sigma)), ("ones", np.full(size, 255, np.uint8))):
+        r = score(np.ascontiguousarray(np.broadcast_to(soft, gt.masks.shape)))
+        out["baseline_miou_pct"][name] = r["refined_miou_pct"]
+        out["baseline_soft_miou_pct"][name] = r["soft_miou_pct"]
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
 
@@ -482,7 +591,22 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
 
     t_metrics = time.perf_counter()
     gt = recorder.ground_truth()
-    metrics = localization_metrics(result, gt)
+    nulls, null_details = null_maps(
+        result,
+        gt,
+        data,
+        encoder,
+        projector,
+        cfg,
+        arch=info["arch"],
+        stem=info["stem"],
+        mean=mean,
+        std=std,
+        device=device,
+    )
+    metrics = localization_metrics(result, gt, nulls)
+    metrics["null_baselines"] = null_details
+    del nulls
     ablation = ablation_metrics(
         encoder, projector, data, cfg, params.contracam.ablation, mean=mean, std=std, device=device
     )
@@ -514,10 +638,12 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
     write_results(paths.ablation, ablation)
     write_results(paths.metrics, metrics)
     log.info(
-        "contracam@%s: mIoU refined %s%%, soft %s%%, MaxBoxAccV2 %s%%; metrics %.1f s, ablation %s s, plots %.1f s",
+        "contracam@%s: mIoU refined %s%% (nulls %s), soft %s%%, MaxBoxAccV2 %s%%; metrics %.1f s, ablation %s s, "
+        "plots %.1f s",
         dataset,
         metrics.get("mask_miou_pct", {}).get("refined"),
-        metrics.get("mask_miou_pct", {}).get("soft_cam"),
+        {k: v for k, v in metrics.get("mask_miou_pct", {}).items() if k != "refined"},
+        metrics.get("mask_miou_soft_pct", {}).get("soft_cam"),
         metrics.get("max_box_acc_v2_pct", {}).get("cam", {}).get("mean"),
         t_plots - t_metrics,
         ablation.get("seconds", 0),

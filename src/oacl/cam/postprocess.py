@@ -82,6 +82,11 @@ class PostprocessOptions:
         return cls(
             crf=cfg.crf,
             crf_iters=cfg.crf_iters,
+            gauss_sxy=cfg.crf_gauss_sxy,
+            gauss_compat=cfg.crf_gauss_compat,
+            bi_sxy=cfg.crf_bi_sxy,
+            bi_srgb=cfg.crf_bi_srgb,
+            bi_compat=cfg.crf_bi_compat,
             threshold=cfg.threshold,
             min_component=cfg.min_component,
             box_margin=cfg.box_margin,
