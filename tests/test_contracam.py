@@ -23,6 +23,7 @@ from oacl.cam.contracam import (
     contrastive_score,
     partition_groups,
     prepare_cam_model,
+    raw_cam,
     run_contracam,
 )
 
@@ -121,6 +122,42 @@ def test_union_over_iterations_is_monotone() -> None:
     assert steps.shape == (4, 6, 1, SIZE, SIZE)
     assert torch.equal(final, steps.amax(dim=0))
     assert torch.equal(final, masks[-1])
+
+
+def raw_peaks(enc: nn.Module, proj: nn.Module, x: torch.Tensor, iters: int) -> torch.Tensor:
+    """(T, B) raw CAM peaks of a plain run, recomputed step by step from its returned per-step maps."""
+    model = prepare_cam_model(enc, proj, expand_res=4)
+    _, steps = contracam_prepared(model, x, iters=iters, return_steps=True)
+    colour = x.mean(dim=(0, 2, 3), keepdim=True)
+    mask, peaks, queue, key = None, [], [], None
+    for t in range(iters):
+        xt = x if mask is None else x * (1 - mask) + colour * mask
+        feat = _features(model, xt).requires_grad_(True)
+        q = F.normalize(model.projector(torch.flatten(model.encoder.avgpool(feat), 1)), dim=1)
+        key = q.detach() if key is None else key
+        queue.append(q.detach())
+        (grad,) = torch.autograd.grad(contrastive_score(q, key, queue).sum(), feat)
+        peaks.append(raw_cam(feat.detach(), grad).flatten(1).amax(1))
+        mask = steps[: t + 1].amax(0)
+    return torch.stack(peaks)
+
+
+def test_stopping_rule_freezes_an_image_once_its_peak_falls() -> None:
+    enc, proj = tiny_resnet(), tiny_projector()
+    x, _ = scenes(batch=6, seed=1)
+    plain, plain_steps = contracam(enc, proj, x, iters=4, expand_res=4, return_steps=True)
+    assert torch.equal(contracam(enc, proj, x, iters=4, expand_res=4, stop_ratio=0.0), plain)  # 0 = the paper
+    ratio = (raw_peaks(enc, proj, x, 4)[1] / raw_peaks(enc, proj, x, 4)[0]).sort().values
+    r = float(ratio[2:4].mean())  # between the 3rd and 4th image's second-step ratio: 3 images stop there
+    stopped, steps = contracam(enc, proj, x, iters=4, expand_res=4, return_steps=True, stop_ratio=r)
+    assert torch.equal(stopped, steps.amax(0))  # still the running max of the steps
+    zero = steps.flatten(2).amax(2) == 0  # (T, B): a stopped image's step adds nothing
+    assert not zero[0].any() and int(zero[1].sum()) == 3
+    assert (zero[1:].cummax(0).values == zero[1:]).all()  # stopped for good
+    for i in torch.nonzero(zero[1]).flatten():
+        assert torch.equal(stopped[i], plain_steps[0, i])  # the first iteration's mask, as T = 1 gives it
+    with pytest.raises(ValueError, match="stop_ratio"):
+        contracam(enc, proj, x, iters=2, stop_ratio=1.0)
 
 
 def test_constant_images_give_a_defined_mask() -> None:
@@ -417,6 +454,7 @@ def settings(**over) -> SimpleNamespace:
         remove_negative_signal=True,
         neg_batch=0,
         amp=False,
+        stop_ratio=0.0,
         crf=True,
         crf_iters=5,
         crf_gauss_sxy=3.0,

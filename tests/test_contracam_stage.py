@@ -158,12 +158,16 @@ def test_multi_stage_writes_store_metrics_ablation_and_pictures(project: Path) -
     assert set(flatten(json.loads(paths.ablation.read_text()))) == {
         "iters.1.refined_miou_pct",
         "iters.3.refined_miou_pct",
+        "iters_stop.1.refined_miou_pct",
+        "iters_stop.3.refined_miou_pct",
         "without_nsr.refined_miou_pct",
     }
     abl = read_results(paths.ablation)  # + eval/contracam-multi/ablation.json
     assert abl["images"] == 8
     assert set(abl["iters"]) == {"1", "3"} and set(abl["neg_batch"]) == {"4"}
     assert abl["iters"]["3"] == abl["base"]  # T = 3 is the block's own setting
+    assert abl["iters_stop"]["stop_ratio"] == 0.5  # the ablation's default rule (the block's own is off)
+    assert abl["iters_stop"]["1"] == abl["iters"]["1"]  # one iteration: nothing to stop
     assert set(abl["without_nsr"]) == {"refined_miou_pct", "soft_miou_pct"}
     check_pct(flatten(abl))
 

@@ -338,6 +338,13 @@ class ContraCAMConfig:
     neg_batch: int = spec(
         0, ge=0, doc="random negative groups of this size inside a batch (paper Table 10); 0 = the whole batch"
     )
+    stop_ratio: float = spec(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        doc="stopping rule, an extension beyond the paper: an image stops once its raw CAM peak falls "
+        "below this fraction of its first iteration's; 0 = off (the paper)",
+    )
     amp: bool = spec(True, doc="fast path: bf16 backbone with folded BN (binarized masks agree with fp32, IoU >= 0.95)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     crf: bool = spec(True, doc="dense CRF (pydensecrf defaults) before binarising; else threshold the soft CAM")
@@ -387,6 +394,12 @@ class ContraCAMAblationConfig:
     iters: tuple[int, ...] = spec(default_factory=lambda: (1, 2, 3, 5, 10), ge=1, le=100, doc="T values (Table 9)")
     without_nsr: bool = spec(True, doc="also run without negative signal removal (Table 1)")
     neg_batch: tuple[int, ...] = spec(default_factory=lambda: (4, 16, 64), ge=2, doc="negative batch sizes (Table 10)")
+    stop_ratio: float = spec(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        doc="the T values again with this stopping rule (an extension beyond the paper; 0 = no such rows)",
+    )
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ __all__ = [
     "minmax_normalize",
     "partition_groups",
     "prepare_cam_model",
+    "raw_cam",
     "run_contracam",
 ]
 
@@ -295,13 +296,22 @@ def cam_from_gradients(
     CAM = normalize(bicubic(ReLU(sum_k alpha_k A_k))). feature, grad: (B, K, h, w);
     returns (B, 1, H, W) in [0, 1].
     """
+    return _upsample_normalize(raw_cam(feature, grad, remove_negative_signal=remove_negative_signal), size)
+
+
+def raw_cam(feature: Tensor, grad: Tensor, *, remove_negative_signal: bool = True) -> Tensor:
+    """ReLU(Σ_k α_k A_k) on the feature grid, before upsampling and normalisation: (B, 1, h, w).
+
+    Its per-image peak is what the optional stopping rule compares across iterations.
+    """
     weight = F.adaptive_avg_pool2d(grad, output_size=(1, 1))  # (B, K, 1, 1)
     if remove_negative_signal:
         weight = weight.clamp_min(0)
-    cam = torch.sum(weight * feature, dim=1, keepdim=True)  # (B, 1, h, w)
-    cam = F.relu(cam)
-    cam = F.interpolate(cam, size=size, mode="bicubic", align_corners=False)
-    return minmax_normalize(cam)
+    return F.relu(torch.sum(weight * feature, dim=1, keepdim=True))
+
+
+def _upsample_normalize(cam: Tensor, size: tuple[int, int]) -> Tensor:
+    return minmax_normalize(F.interpolate(cam, size=size, mode="bicubic", align_corners=False))
 
 
 def channel_sum_cam(model: CamModel, images: Tensor) -> Tensor:
@@ -340,6 +350,7 @@ def contracam_prepared(
     neg_batch: int | None = None,
     generator: torch.Generator | None = None,
     return_steps: bool = False,
+    stop_ratio: float = 0.0,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Iterative ContraCAM with a model prepared by :func:`prepare_cam_model`.
 
@@ -358,10 +369,19 @@ def contracam_prepared(
         raise ValueError(f"images are on {images.device} but the model is on {model.device}")
     if neg_batch is not None and (isinstance(neg_batch, bool) or not isinstance(neg_batch, int) or neg_batch < 2):
         raise ValueError(f"neg_batch must be None or an integer >= 2, got {neg_batch!r}")
+    if not 0.0 <= stop_ratio < 1.0:
+        raise ValueError(f"stop_ratio must be in [0, 1), got {stop_ratio!r}")
 
     with torch.inference_mode(False), torch.enable_grad():  # works inside a caller's no_grad / inference_mode
         return _contracam_loop(
-            model, images.detach().float().clone(), iters, remove_negative_signal, neg_batch, generator, return_steps
+            model,
+            images.detach().float().clone(),
+            iters,
+            remove_negative_signal,
+            neg_batch,
+            generator,
+            return_steps,
+            stop_ratio,
         )
 
 
@@ -373,8 +393,15 @@ def _contracam_loop(
     neg_batch: int | None,
     generator: torch.Generator | None,
     return_steps: bool,
+    stop_ratio: float = 0.0,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """The iterations of Algorithm 1; images (B, 3, H, W) float32 owned by this call."""
+    """The iterations of Algorithm 1; images (B, 3, H, W) float32 owned by this call.
+
+    ``stop_ratio`` > 0 is the stopping rule (an extension beyond the paper, off at 0): from the
+    second iteration on, an image whose raw CAM peak (:func:`raw_cam`) falls below ``stop_ratio``
+    times its first iteration's stops for good — its later CAMs are zero, so its mask and its
+    masked input stay as they were. Nothing else changes (its images still serve as negatives).
+    """
     b, _, h, w = images.shape
     groups = partition_groups(b, neg_batch, generator)
     if groups is not None:
@@ -384,6 +411,8 @@ def _contracam_loop(
     x = images
     mask: Tensor | None = None
     key: Tensor | None = None
+    first_peak: Tensor | None = None
+    active = torch.ones(b, dtype=torch.bool, device=images.device)
     queue: list[Tensor] = []
     steps: list[Tensor] = []
     for t in range(iters):
@@ -395,8 +424,15 @@ def _contracam_loop(
         queue.append(query.detach())  # every iteration's images are negatives
         score = contrastive_score(query, key, queue, groups)  # (B,)
         (grad,) = torch.autograd.grad(score.sum(), feature)
-        cam = cam_from_gradients(feature.detach(), grad, (h, w), remove_negative_signal=remove_negative_signal)
+        raw = raw_cam(feature.detach(), grad, remove_negative_signal=remove_negative_signal)
+        cam = _upsample_normalize(raw, (h, w))
         del feature, query, score, grad
+        if stop_ratio > 0:  # the extension: an image whose raw CAM peak fell below stop_ratio x its first stops
+            peak = raw.flatten(1).amax(dim=1)  # (B,)
+            if first_peak is None:
+                first_peak = peak
+            active = active & (peak >= stop_ratio * first_peak)
+            cam = cam * active.view(-1, 1, 1, 1).to(cam.dtype)  # a stopped image adds nothing (max with 0)
         mask = cam if mask is None else torch.maximum(mask, cam)  # union over iterations
         if return_steps:
             steps.append(cam)
@@ -420,6 +456,7 @@ def contracam(
     neg_batch: int | None = None,
     generator: torch.Generator | None = None,
     return_steps: bool = False,
+    stop_ratio: float = 0.0,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Iterative ContraCAM of a batch (DESIGN.md contract A; paper Algorithms 1-3).
 
@@ -438,6 +475,8 @@ def contracam(
             ``None`` uses the whole batch. See the module docstring.
         generator: RNG for the negative groups.
         return_steps: also return each iteration's CAM (T, B, 1, H, W).
+        stop_ratio: the stopping rule, an extension beyond the paper (0 = off, the paper's
+            semantics): see :func:`_contracam_loop`.
 
     Returns:
         (B, 1, H, W) float32 in [0, 1]: the running max of the T CAMs, detached.
@@ -452,6 +491,7 @@ def contracam(
             neg_batch=neg_batch,
             generator=generator,
             return_steps=return_steps,
+            stop_ratio=stop_ratio,
         )
     finally:
         del model
@@ -504,6 +544,7 @@ class ContraCAMSettings(Protocol):
     expand_res: int
     remove_negative_signal: bool
     neg_batch: int  # 0: the whole batch
+    stop_ratio: float  # the stopping rule (extension; 0 = off)
     amp: bool
     crf: bool
     crf_iters: int
@@ -612,6 +653,7 @@ def run_contracam(
             remove_negative_signal=cfg.remove_negative_signal,
             neg_batch=cfg.neg_batch or None,
             generator=gen,
+            stop_ratio=cfg.stop_ratio,
         )
         dest = order[idx]
         rgb[dest] = batch_u8.permute(0, 2, 3, 1).numpy()

@@ -385,6 +385,7 @@ def soft_masks(
     batch_size: int,
     remove_negative_signal: bool = True,
     neg_batch: int = 0,
+    stop_ratio: float = 0.0,
     seed: int = 0,
     mean: Sequence[float],
     std: Sequence[float],
@@ -395,7 +396,8 @@ def soft_masks(
     run: iteration t sees only the masks, key and negatives of iterations < t, so one run
     with T = max(iters) and ``return_steps`` gives every smaller T exactly. Images are
     visited in a seeded random order in batches of about ``batch_size`` (random negative
-    batches, as :func:`oacl.cam.run_contracam`). images: (n, H, W, 3) uint8. Returns
+    batches, as :func:`oacl.cam.run_contracam`); with the stopping rule a stopped image's
+    later steps are zero, so the running max is still exact. images: (n, H, W, 3) uint8. Returns
     ``{T: (n, H, W) uint8 mask x 255}`` in the order of ``images``.
     """
     if len(iters) == 0 or min(iters) < 1:
@@ -423,6 +425,7 @@ def soft_masks(
             neg_batch=neg_batch or None,
             generator=gen,
             return_steps=True,
+            stop_ratio=stop_ratio,
         )
         running = torch.cummax(steps[:, :, 0], dim=0).values  # (T, b, H, W): united mask after t + 1 steps
         for t in iters:
@@ -445,7 +448,9 @@ def ablation_metrics(
 
     Each variant changes one setting of ``cfg``: the number of iterations T, negative-signal
     removal off, the negative-batch size (batches are then at least that large, so each size
-    is realised; a size >= the batch is the whole batch, i.e. the base setting). Every entry
+    is realised; a size >= the batch is the whole batch, i.e. the base setting); ``iters_stop``
+    repeats the T values with the stopping rule at ``ablation.stop_ratio`` (an extension beyond
+    the paper; only when that differs from ``cfg.stop_ratio``). Every entry
     reports the mask mIoU (percent) of the refined mask (``cfg``'s post-processing) and of
     the soft CAM binarised at 0.5; ``base`` is ``cfg`` itself on the subset;
     ``baseline_miou_pct`` / ``baseline_soft_miou_pct`` the image-blind baselines there
@@ -481,12 +486,28 @@ def ablation_metrics(
         batch_size=cfg.batch_size,
         remove_negative_signal=cfg.remove_negative_signal,
         neg_batch=cfg.neg_batch,
+        stop_ratio=cfg.stop_ratio,
         **common,
     )
     base = score(by_t[cfg.iters])
     out: dict[str, Any] = {"images": n_sub, "base": base}
     if ablation.iters:
         out["iters"] = {str(t): base if t == cfg.iters else score(by_t[t]) for t in sorted(set(ablation.iters))}
+    if ablation.iters and ablation.stop_ratio > 0 and ablation.stop_ratio != cfg.stop_ratio:
+        by_t_stop = soft_masks(
+            model,
+            images,
+            iters=sweep,
+            batch_size=cfg.batch_size,
+            remove_negative_signal=cfg.remove_negative_signal,
+            neg_batch=cfg.neg_batch,
+            stop_ratio=ablation.stop_ratio,
+            **common,
+        )
+        out["iters_stop"] = {
+            "stop_ratio": ablation.stop_ratio,
+            **{str(t): score(by_t_stop[t]) for t in sorted(set(ablation.iters))},
+        }
     if ablation.without_nsr:
         soft = soft_masks(
             model,
@@ -495,6 +516,7 @@ def ablation_metrics(
             batch_size=cfg.batch_size,
             remove_negative_signal=False,
             neg_batch=cfg.neg_batch,
+            stop_ratio=cfg.stop_ratio,
             **common,
         )[cfg.iters]
         out["without_nsr"] = score(soft)
@@ -508,6 +530,7 @@ def ablation_metrics(
                 batch_size=max(cfg.batch_size, size),
                 remove_negative_signal=cfg.remove_negative_signal,
                 neg_batch=size,
+                stop_ratio=cfg.stop_ratio,
                 **common,
             )[cfg.iters]
             out["neg_batch"][str(size)] = score(soft)

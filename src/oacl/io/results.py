@@ -31,7 +31,11 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "pretrain": ("final_loss", "knn/crops", "knn/single"),
     "retrain": ("final_loss", "knn/crops", "knn/single", "mix_rate", "box_rate"),
     "contracam": ("mask_miou_pct", "mask_miou_soft_pct", "pxap_pct", "max_box_acc_v2_pct"),
-    "contracam-ablation": ("iters.*.refined_miou_pct", "without_nsr.refined_miou_pct"),
+    "contracam-ablation": (
+        "iters.*.refined_miou_pct",
+        "iters_stop.*.refined_miou_pct",
+        "without_nsr.refined_miou_pct",
+    ),
     "lineval": ("crops.top1", "crops.test_images", "original.top1", "original.test_images"),
     "shift": ("bg_gap", "bg_gap_std", "bg/mixed_rand/top1", "bg/mixed_rand/top1_std"),
     "detect": ("bbox/ap50", "segm/ap50"),
