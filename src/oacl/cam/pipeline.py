@@ -327,8 +327,8 @@ def null_maps(
     """The four null baselines of :mod:`oacl.cam.nulls` on ``dataset``, each refined exactly as ContraCAM's maps.
 
     ``random_weights`` is :func:`oacl.cam.run_contracam` with ``cfg`` (its own refinement
-    included) on weights drawn with seed ``cfg.seed``. Returns the maps and a details block
-    (the Gaussian's σ per metric, seconds per baseline).
+    included) on weights drawn with seed ``cfg.seed``. Returns the maps and
+    ``{"gaussian_sigma": {miou, box}, "seconds": {baseline: s}}``.
     """
     opts = postprocess_options(cfg)
     size = tuple(int(s) for s in result.masks.shape[1:])
@@ -628,7 +628,7 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
         device=device,
     )
     metrics = localization_metrics(result, gt, nulls)
-    metrics["null_baselines"] = null_details
+    metrics["gaussian_sigma"] = null_details["gaussian_sigma"]
     del nulls
     ablation = ablation_metrics(
         encoder, projector, data, cfg, params.contracam.ablation, mean=mean, std=std, device=device
@@ -656,6 +656,7 @@ def run_contracam_stage(params: Params, dataset: str, model_path: str | Path, pa
     metrics["seconds"] = {
         "cam": round(result.seconds_cam, 2),
         "postprocess": round(result.seconds_postprocess, 2),
+        "null_baselines": null_details["seconds"],
         "total": round(t_end - t_start, 2),
     }
     write_results(paths.ablation, ablation)
