@@ -233,3 +233,10 @@ def test_distribution_shift_table_reads_the_stage_keys(metrics):
     text = report.render(metrics)
     assert "| model | fog | sketch |" in text  # per-family mean and the style set; the severity key is not a column
     assert "| `moco-bgmix` | 50.0 (+10.0) | 30.0 (+0.0) |" in text
+
+
+def test_ablation_rows_follow_the_numbers(metrics):
+    text = report.render(metrics)
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| T = ")]
+    assert rows[:3] == ["T = 1", "T = 5", "T = 10"]  # not "1", "10", "5" as the JSON keys sort
+    assert rows[3:] == ["T = 1, stopping rule 0.5 (extension)", "T = 10, stopping rule 0.5 (extension)"]

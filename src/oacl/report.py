@@ -169,6 +169,11 @@ def _with_figures(text: str, fig: Figures | None, caption: str, items: Iterable[
 # ------------------------------------------------------------------------------------ tables
 
 
+def _by_number(block: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """The entries of a ``{"1": ..., "10": ..., "2": ...}`` block in numeric order (other keys left out)."""
+    return sorted(((k, v) for k, v in (block or {}).items() if k.isdigit()), key=lambda kv: int(kv[0]))
+
+
 def localization_section(m: Mapping[str, Any], fig: Figures | None = None) -> str:
     parts = ["## Localization (paper Tables 1, 9, 10)"]
     sets = [s for s in SETS if f"contracam-{s}" in m]
@@ -229,14 +234,14 @@ def localization_section(m: Mapping[str, Any], fig: Figures | None = None) -> st
                     _num(pick(a, "without_nsr/soft_miou_pct")),
                 ]
             )
-        for t, r in (a.get("iters") or {}).items():
+        for t, r in _by_number(a.get("iters")):
             rows.append([f"T = {t}", _num(r.get("refined_miou_pct")), _num(r.get("soft_miou_pct"))])
         stop = a.get("iters_stop") or {}
-        for t, r in stop.items():
+        for t, r in _by_number(stop):
             if isinstance(r, Mapping):
                 label = f"T = {t}, stopping rule {stop.get('stop_ratio')} (extension)"
                 rows.append([label, _num(r.get("refined_miou_pct")), _num(r.get("soft_miou_pct"))])
-        for b, r in (a.get("neg_batch") or {}).items():
+        for b, r in _by_number(a.get("neg_batch")):
             rows.append([f"negative batch {b}", _num(r.get("refined_miou_pct")), _num(r.get("soft_miou_pct"))])
         base, soft = a.get("baseline_miou_pct", {}), a.get("baseline_soft_miou_pct", {})
         for name, label in (("gaussian", "null: centred Gaussian"), ("ones", "null: all-ones")):
