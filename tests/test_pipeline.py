@@ -263,6 +263,15 @@ def test_pmix_experiment_reruns_only_the_bgmix_branch(project):
     assert all(len(line) <= 200 for line in table), max(table, key=len)  # one line per row in a wide terminal
     shown = dvc(project, "exp", "show", "--no-pager", "--csv").stdout
     assert "pmix" in shown.splitlines()[0]
+    # the experiments view: one column per experiment, only the changed param and the bgmix-branch numbers
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": "src"}
+    view = subprocess.run(
+        [sys.executable, "-m", "oacl.exps", "--csv"], cwd=project, env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    header, *lines = view
+    assert header.startswith(",workspace,") and len(header.split(",")) == 4, header  # workspace, HEAD, the exp
+    assert lines[0].startswith("params: pmix,") and lines[0].endswith(",0.3"), lines
+    assert all("bgmix" in line or line.startswith(("params: pmix", "claims", "minutes")) for line in lines), lines
 
 
 def test_importing_our_own_checkpoint_reproduces_its_metrics(project):

@@ -1,0 +1,180 @@
+"""Experiments side by side, one headline number per line (``python -m oacl.exps``).
+
+``dvc exp show`` prints a column for every ``params.yaml`` leaf, every file a stage depends on and
+every metric (hundreds on the default DAG) and DVC has no setting to hide them. This view turns the
+table around: one column per experiment (workspace, commits, ``dvc exp run`` results), one line per
+changed parameter and per headline metric, with short names::
+
+    PYTHONPATH=src python -m oacl.exps                 # what differs between the rows
+    PYTHONPATH=src python -m oacl.exps --all           # every headline metric
+    PYTHONPATH=src python -m oacl.exps --csv -A        # other arguments go to `dvc exp show`
+
+Values are rounded to one decimal (numbers below 1 to four significant digits), and "differs"
+means differs at that rounding. It reads ``dvc exp show --json`` (or ``--from FILE`` with that
+output) and touches nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# (metrics file name pattern, key path inside the file, line label); {x} is the file's model / set.
+HEADLINE: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (r"lineval-(?P<x>.+)\.json", ("crops", "top1"), "probe crops {x}"),
+    (r"lineval-(?P<x>.+)\.json", ("original", "top1"), "probe ORIGINAL {x}"),
+    (r"shift-(?P<x>.+)\.json", ("bg/mixed_rand/top1",), "MIXED-RAND {x}"),
+    (r"shift-(?P<x>.+)\.json", ("bg_gap",), "BG-Gap {x}"),
+    (r"contracam-(?P<x>multi|single)\.json", ("mask_miou_pct", "refined"), "ContraCAM mIoU {x}"),
+    (r"contracam-(?P<x>multi|single)\.json", ("max_box_acc_v2_pct", "cam", "mean"), "MaxBoxAccV2 {x}"),
+    (r"contracam-(?P<x>multi|single)\.json", ("pxap_pct", "cam"), "PxAP {x}"),
+    (r"detect-(?P<x>.+)\.json", ("bbox/ap50",), "AP50 {x}"),
+    (r"retrain-(?P<x>.+)\.json", ("mix_rate",), "mix rate {x}"),
+    (r"report\.json", ("claims_hold",), "claims hold"),
+    (r"report\.json", ("claims_checked",), "claims checked"),
+    (r"report\.json", ("wall_minutes",), "minutes (stages)"),
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One experiment: its label and its flattened params and metrics (``file:key/key`` -> value)."""
+
+    label: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+
+
+def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, tree
+
+
+def _column(state: Mapping[str, Any], label: str) -> Column | None:
+    data = state.get("data") or {}
+    if not data:
+        return None
+    params = {}
+    for source in (data.get("params") or {}).values():
+        params.update(_flatten((source or {}).get("data") or {}))
+    metrics = {}
+    for path, source in (data.get("metrics") or {}).items():
+        tree = (source or {}).get("data") or {}
+        metrics.update({f"{path.rsplit('/', 1)[-1]}:{k}": v for k, v in _flatten(tree, "")})
+    return Column(label, params, metrics)
+
+
+def columns(shown: Sequence[Mapping[str, Any]]) -> list[Column]:
+    """The experiments of ``dvc exp show --json`` output in its order: each commit, then its experiments."""
+    out = []
+    for commit in shown:
+        rev = str(commit.get("rev", ""))
+        label = commit.get("name") or ("workspace" if rev == "workspace" else rev[:7])
+        col = _column(commit, label)
+        if col is not None:
+            out.append(col)
+        for exp_range in commit.get("experiments") or []:
+            for state in exp_range.get("revs") or []:
+                name = state.get("name") or exp_range.get("name") or str(state.get("rev", ""))[:7]
+                col = _column(state, name)
+                if col is not None:
+                    out.append(col)
+    return out
+
+
+def headline_keys(names: Iterable[str]) -> list[tuple[str, str]]:
+    """(flat metric key, label) of every headline number among ``names``, grouped as :data:`HEADLINE`."""
+    names = list(names)
+    keys = []
+    for pattern, path, label in HEADLINE:
+        want = ".".join(path)
+        for name in names:
+            file, _, key = name.partition(":")
+            match = re.fullmatch(pattern, file)
+            if match and key == want:
+                keys.append((name, label.format(**match.groupdict())))
+    return keys
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1 else f"{value:.1f}"
+    if isinstance(value, list):
+        return ",".join(_text(v) for v in value)
+    return str(value)
+
+
+def table(cols: Sequence[Column], *, changed_only: bool = True) -> list[list[str]]:
+    """Rows of the view: a header, the params that differ between the columns, the headline metrics.
+
+    With ``changed_only`` (and more than one column) only the metrics whose values differ are kept.
+    """
+    header = ["", *(c.label for c in cols)]
+    param_keys = list(dict.fromkeys(k for c in cols for k in c.params))
+    metric_names = list(dict.fromkeys(k for c in cols for k in c.metrics))
+    # params: only the ones that differ, always (every leaf is what makes `dvc exp show` unreadable)
+    lines = [(f"params: {k}", [c.params.get(k) for c in cols]) for k in param_keys]
+    lines = [line for line in lines if len(set(map(_text, line[1]))) > 1]
+    metric_lines = [(label, [c.metrics.get(key) for c in cols]) for key, label in headline_keys(metric_names)]
+    if changed_only and len(cols) > 1:
+        metric_lines = [line for line in metric_lines if len(set(map(_text, line[1]))) > 1]
+    return [header, *([label, *map(_text, values)] for label, values in [*lines, *metric_lines])]
+
+
+def render(rows: Sequence[Sequence[str]]) -> str:
+    """An aligned plain-text table (labels left, values right)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:], widths[1:]))]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m oacl.exps", description=__doc__.splitlines()[0])
+    p.add_argument("--all", action="store_true", help="every headline metric, not only the ones that differ")
+    p.add_argument("--csv", action="store_true", help="comma-separated instead of aligned text")
+    p.add_argument("--from", dest="source", help="a file with `dvc exp show --json` output (default: run it)")
+    args, passthrough = p.parse_known_args(argv)
+    if args.source:
+        with open(args.source) as f:
+            shown = json.load(f)
+    else:
+        res = subprocess.run(["dvc", "exp", "show", "--json", *passthrough], capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"oacl.exps: `dvc exp show --json` failed: {res.stderr.strip()}", file=sys.stderr)
+            return 2
+        shown = json.loads(res.stdout)
+    cols = columns(shown)
+    if not cols:
+        print("oacl.exps: no experiment with data in `dvc exp show`", file=sys.stderr)
+        return 2
+    rows = table(cols, changed_only=not args.all)
+    if args.csv:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        print(render(rows))
+        if len(rows) == 1:
+            print("(no headline metric and no param differs between these columns; --all shows the metrics)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

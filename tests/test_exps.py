@@ -1,0 +1,99 @@
+"""The experiments view (`python -m oacl.exps`) on `dvc exp show --json` output of known content."""
+
+from __future__ import annotations
+
+import json
+
+from oacl import exps
+
+
+def _state(rev: str, name: str | None, pmix: float, bgmix_crops: float, claims: int, experiments=None) -> dict:
+    metrics = {
+        "artifacts/metrics/lineval-moco.json": {"data": {"crops": {"top1": 63.91, "test_images": 1402}}},
+        "artifacts/metrics/lineval-moco-bgmix.json": {"data": {"crops": {"top1": bgmix_crops, "test_images": 1402}}},
+        "artifacts/metrics/shift-moco-bgmix.json": {"data": {"bg_gap": 31.0, "bg/mixed_rand/top1": 17.78}},
+        "artifacts/metrics/contracam-multi.json": {
+            "data": {"mask_miou_pct": {"refined": 26.14, "gaussian": 74.2}, "pxap_pct": {"cam": 28.4}}
+        },
+        "artifacts/metrics/retrain-moco-bgmix.json": {"data": {"mix_rate": 0.399, "final_loss": 6.2}},
+        "artifacts/metrics/report.json": {"data": {"claims_hold": claims, "claims_checked": 17}},
+    }
+    params = {"params.yaml": {"data": {"pmix": pmix, "pretrain": {"seed": 0, "moco": {"epochs": 12}}}}}
+    return {
+        "rev": rev,
+        "name": name,
+        "data": {"rev": rev, "params": params, "metrics": metrics, "deps": {}, "outs": {}},
+        "error": None,
+        "experiments": experiments,
+    }
+
+
+def shown() -> list[dict]:
+    exp = _state("b" * 40, "bushy-pmix", 0.3, 70.125, 5)
+    return [
+        _state("workspace", None, 0.4, 68.62, 4),
+        _state("a" * 40, "main", 0.4, 68.62, 4, experiments=[{"revs": [exp], "executor": None, "name": "bushy-pmix"}]),
+    ]
+
+
+def test_columns_are_the_commits_then_their_experiments():
+    cols = exps.columns(shown())
+    assert [c.label for c in cols] == ["workspace", "main", "bushy-pmix"]
+    assert cols[2].params["pmix"] == 0.3 and cols[2].params["pretrain.moco.epochs"] == 12
+    assert cols[2].metrics["lineval-moco-bgmix.json:crops.top1"] == 70.125
+    assert cols[0].metrics["shift-moco-bgmix.json:bg/mixed_rand/top1"] == 17.78
+
+
+def test_only_what_differs_by_default():
+    rows = exps.table(exps.columns(shown()))
+    assert rows[0] == ["", "workspace", "main", "bushy-pmix"]
+    assert [r[0] for r in rows[1:]] == ["params: pmix", "probe crops moco-bgmix", "claims hold"]
+    assert rows[1][1:] == ["0.4", "0.4", "0.3"]
+    assert rows[2][1:] == ["68.6", "68.6", "70.1"]
+    assert rows[3][1:] == ["4", "4", "5"]
+
+
+def test_all_lists_every_headline_metric_in_headline_order():
+    rows = exps.table(exps.columns(shown()), changed_only=False)
+    labels = [r[0] for r in rows[1:]]
+    assert labels == [
+        "params: pmix",  # params: still only the ones that differ
+        "probe crops moco",
+        "probe crops moco-bgmix",
+        "MIXED-RAND moco-bgmix",
+        "BG-Gap moco-bgmix",
+        "ContraCAM mIoU multi",
+        "PxAP multi",
+        "mix rate moco-bgmix",
+        "claims hold",
+        "claims checked",
+    ]
+    by_label = {r[0]: r[1:] for r in rows[1:]}
+    assert by_label["ContraCAM mIoU multi"] == ["26.1"] * 3  # refined, not a null baseline
+    assert by_label["mix rate moco-bgmix"] == ["0.399"] * 3
+    assert "final_loss" not in json.dumps(rows)
+
+
+def test_missing_values_and_rendering():
+    cols = exps.columns(shown())
+    del cols[2].metrics["report.json:claims_hold"]
+    rows = exps.table(cols)
+    assert rows[-1] == ["claims hold", "4", "4", "–"]
+    text = exps.render(rows).splitlines()
+    assert len({len(line) for line in text[1:]}) == 1  # right-aligned values: equal widths
+    assert text[0].split() == ["workspace", "main", "bushy-pmix"]
+
+
+def test_cli_reads_a_file_and_writes_csv(tmp_path, capsys):
+    path = tmp_path / "shown.json"
+    path.write_text(json.dumps(shown()))
+    assert exps.main(["--from", str(path), "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ",workspace,main,bushy-pmix"
+    assert lines[1] == "params: pmix,0.4,0.4,0.3"
+
+
+def test_a_state_without_data_is_skipped():
+    states = shown()
+    states[0]["data"] = None  # what dvc gives for a failed or queued row
+    assert [c.label for c in exps.columns(states)] == ["main", "bushy-pmix"]
