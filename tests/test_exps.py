@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from oacl import exps
 
 
@@ -97,3 +99,51 @@ def test_a_state_without_data_is_skipped():
     states = shown()
     states[0]["data"] = None  # what dvc gives for a failed or queued row
     assert [c.label for c in exps.columns(states)] == ["main", "bushy-pmix"]
+
+
+def sweep() -> list[dict]:
+    """A pmix sweep: 0.4 at the commit (and, unchanged, in the workspace), 0.2 with two seeds, 0.6."""
+    exps_ = [
+        _state(r * 40, f"exp-{r}", pmix, crops, 4)
+        for r, pmix, crops in (("b", 0.2, 66.0), ("c", 0.2, 67.0), ("d", 0.6, 70.0))
+    ]
+    for state, seed in zip(exps_, (0, 1, 0)):
+        state["data"]["params"]["params.yaml"]["data"]["pretrain"]["seed"] = seed
+    return [
+        _state("workspace", None, 0.4, 68.62, 4),
+        _state("a" * 40, "main", 0.4, 68.62, 4, experiments=[{"revs": exps_, "executor": None, "name": None}]),
+    ]
+
+
+def test_curve_means_experiments_with_the_same_value_and_drops_the_repeated_workspace():
+    lines = exps.curve(exps.columns(sweep()), "pmix")
+    assert lines["probe crops moco-bgmix"] == [(0.2, 66.5, 2), (0.4, 68.62, 1), (0.6, 70.0, 1)]
+    assert lines["mix rate moco-bgmix"][0] == (0.2, 0.399, 2)
+    assert list(lines) == [
+        "BG-Gap moco-bgmix",
+        "MIXED-RAND moco-bgmix",
+        "probe crops moco-bgmix",
+        "mix rate moco-bgmix",
+    ]
+
+
+def test_curve_names_a_param_it_cannot_find():
+    with pytest.raises(ValueError, match="'lr' matches no key"):
+        exps.curve(exps.columns(sweep()), "lr")
+    states = sweep()
+    states[0]["data"]["params"]["params.yaml"]["data"]["lineval"] = {"seed": 0}
+    with pytest.raises(ValueError, match=r"'seed' matches \['lineval.seed', 'pretrain.seed'\]"):
+        exps.curve(exps.columns(states), "seed")
+    with pytest.raises(ValueError, match="headline metric of a 'oacrop' model"):
+        exps.curve(exps.columns(sweep()), "pmix", models="oacrop")
+
+
+def test_curve_cli_prints_and_draws(tmp_path, capsys):
+    path = tmp_path / "shown.json"
+    path.write_text(json.dumps(sweep()))
+    png = tmp_path / "pmix.png"
+    assert exps.main(["--from", str(path), "--curve", "pmix", "--out", str(png), "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "pmix,0.2,0.4,0.6"
+    assert "probe crops moco-bgmix,66.5 (n=2),68.6,70.0" in lines
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

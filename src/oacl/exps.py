@@ -8,6 +8,7 @@ changed parameter and per headline metric, with short names::
     PYTHONPATH=src python -m oacl.exps                 # what differs between the rows
     PYTHONPATH=src python -m oacl.exps --all           # every headline metric
     PYTHONPATH=src python -m oacl.exps --csv -A        # other arguments go to `dvc exp show`
+    PYTHONPATH=src python -m oacl.exps --curve pmix --out pmix.png   # headline numbers against a param
 
 Values are rounded to one decimal (numbers below 1 to four significant digits), and "differs"
 means differs at that rounding. It reads ``dvc exp show --json`` (or ``--from FILE`` with that
@@ -143,6 +144,75 @@ def render(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
+def _same(a: Column, b: Column) -> bool:
+    return dict(a.params) == dict(b.params) and dict(a.metrics) == dict(b.metrics)
+
+
+def distinct(cols: Sequence[Column]) -> list[Column]:
+    """``cols`` without repeats: the workspace after ``dvc exp run`` equals the experiment it ran."""
+    out: list[Column] = []
+    for c in cols:
+        if not any(_same(c, o) for o in out):
+            out.append(c)
+    return out
+
+
+# what a curve against a param shows: one panel per quantity (the labels of HEADLINE without the model)
+CURVE_PANELS = ("BG-Gap", "MIXED-RAND", "probe crops", "mix rate")
+
+
+def curve(cols: Sequence[Column], param: str, *, models: str = "bgmix") -> dict[str, list[tuple[float, float, int]]]:
+    """Headline numbers against ``param`` over the distinct experiments, for models whose name has ``models``.
+
+    ``param`` is a key of ``params.yaml`` (dotted) or its last part (``pmix``). Returns label ->
+    [(param value, mean over the experiments with that value, how many)] sorted by the value: with
+    paired seeds the mean is over seeds. Experiments without the param or the metric are skipped.
+    """
+    cols = distinct(cols)
+    keys = {k for c in cols for k in c.params}
+    matches = sorted(k for k in keys if k == param or k.endswith("." + param))
+    if len(matches) != 1:
+        raise ValueError(f"param {param!r} matches {matches or 'no key'} of params.yaml; give the dotted key")
+    (key,) = matches
+    names = list(dict.fromkeys(k for c in cols for k in c.metrics))
+    out: dict[str, list[tuple[float, float, int]]] = {}
+    for metric, label in headline_keys(names):
+        panel, model = label.rsplit(" ", 1)
+        if panel not in CURVE_PANELS or models not in model:
+            continue
+        by_x: dict[float, list[float]] = {}
+        for c in cols:
+            x, y = c.params.get(key), c.metrics.get(metric)
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                by_x.setdefault(float(x), []).append(float(y))
+        if by_x:
+            out[label] = [(x, sum(ys) / len(ys), len(ys)) for x, ys in sorted(by_x.items())]
+    if not out:
+        raise ValueError(f"no experiment has both {key!r} and a headline metric of a {models!r} model")
+    order = sorted(out, key=lambda label: CURVE_PANELS.index(label.rsplit(" ", 1)[0]))  # stable: models keep theirs
+    return {label: out[label] for label in order}
+
+
+def plot_curve(lines: Mapping[str, Sequence[tuple[float, float, int]]], param: str, path: str) -> None:
+    """One panel per quantity (BG-Gap, MIXED-RAND, ...), one line per model; a PNG written atomically."""
+    from matplotlib.figure import Figure
+
+    from oacl.io.atomic import save_png
+
+    groups = list(dict.fromkeys(label.rsplit(" ", 1)[0] for label in lines))
+    fig = Figure(figsize=(3.2 * len(groups), 3.0), dpi=110)
+    for i, group in enumerate(groups):
+        ax = fig.add_subplot(1, len(groups), i + 1)
+        for label, points in lines.items():
+            if label.rsplit(" ", 1)[0] == group:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label.rsplit(" ", 1)[1])
+        ax.set_xlabel(param)
+        ax.set_title(group, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -150,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--all", action="store_true", help="every headline metric, not only the ones that differ")
     p.add_argument("--csv", action="store_true", help="comma-separated instead of aligned text")
     p.add_argument("--from", dest="source", help="a file with `dvc exp show --json` output (default: run it)")
+    p.add_argument("--curve", metavar="PARAM", help="BG-Gap, MIXED-RAND, crops and mix rate against this param")
+    p.add_argument("--models", default="bgmix", help="with --curve: models whose name contains this (default bgmix)")
+    p.add_argument("--out", help="with --curve: also draw it to this PNG")
     args, passthrough = p.parse_known_args(argv)
     if args.source:
         with open(args.source) as f:
@@ -164,14 +237,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cols:
         print("oacl.exps: no experiment with data in `dvc exp show`", file=sys.stderr)
         return 2
-    rows = table(cols, changed_only=not args.all)
+    if args.curve:
+        try:
+            lines = curve(cols, args.curve, models=args.models)
+        except ValueError as err:
+            print(f"oacl.exps: {err}", file=sys.stderr)
+            return 2
+        xs = sorted({p[0] for points in lines.values() for p in points})
+        rows = [[args.curve, *(_text(x) for x in xs)]]
+        for label, points in lines.items():
+            at = {p[0]: p for p in points}
+            rows.append(
+                [
+                    label,
+                    *(_text(at[x][1]) + (f" (n={at[x][2]})" if at[x][2] > 1 else "") if x in at else "–" for x in xs),
+                ]
+            )
+        if args.out:
+            plot_curve(lines, args.curve, args.out)
+    else:
+        rows = table(cols, changed_only=not args.all)
     if args.csv:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         sys.stdout.write(buf.getvalue())
     else:
         print(render(rows))
-        if len(rows) == 1:
+        if len(rows) == 1 and not args.curve:
             print("(no headline metric and no param differs between these columns; --all shows the metrics)")
     return 0
 
