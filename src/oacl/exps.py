@@ -46,7 +46,8 @@ HEADLINE: tuple[tuple[str, tuple[str, ...], str], ...] = (
 
 @dataclass(frozen=True)
 class Column:
-    """One experiment: its label and its flattened params and metrics (``file:key/key`` -> value)."""
+    """One experiment: its label and its params (``pretrain.seed`` -> value) and metrics
+    (``lineval-moco.json:crops.top1`` -> value), flattened."""
 
     label: str
     params: Mapping[str, Any]
