@@ -46,8 +46,10 @@ HEADLINE: tuple[tuple[str, tuple[str, ...], str], ...] = (
 
 @dataclass(frozen=True)
 class Column:
-    """One experiment: its label and its params (``pretrain.seed`` -> value) and metrics
-    (``lineval-moco.json:crops.top1`` -> value), flattened."""
+    """One experiment: its label, params and metrics, flattened.
+
+    Params are keyed like ``pretrain.seed``, metrics like ``lineval-moco.json:crops.top1``.
+    """
 
     label: str
     params: Mapping[str, Any]
