@@ -36,7 +36,7 @@ from oacl import perf
 from oacl.augment.views import AugmentSettings, ViewPipeline, two_view_pipeline
 from oacl.config import Params, load_params
 from oacl.io.camstore import write_cam_store
-from oacl.perf import autocast_context
+from oacl.perf import autocast_context, resolve_amp
 from oacl.train.engine import IndexedViews, _to_device
 from oacl.train.pretrain import build_method, open_train_set, train_set_names
 from oacl.train.retrain import DEBIAS, build_views, open_cam_store
@@ -132,7 +132,7 @@ def main() -> None:
     data, size = open_train_set(params)
     print(
         f"# {args.method} {cfg.arch}/{cfg.stem}, batch {batch}, {size} px, {len(data)} training images "
-        f"({cfg.dataset}), device {device}, threads {threads}, workers {cfg.workers}, amp {cfg.amp}, "
+        f"({cfg.dataset}), device {device}, threads {threads}, workers {cfg.workers}, amp {resolve_amp(cfg.amp, device)}, "
         f"channels_last {cfg.channels_last}, torch {torch.__version__}"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +166,7 @@ def main() -> None:
             if cfg.channels_last:
                 x1 = x1.contiguous(memory_format=torch.channels_last)
                 x2 = x2.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, cfg.amp):
+            with autocast_context(device, resolve_amp(cfg.amp, device)):
                 loss = model(x1, x2, index)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

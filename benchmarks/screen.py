@@ -46,6 +46,7 @@ from oacl.augment.views import two_view_pipeline  # noqa: E402
 from oacl.config import BenchmarkConfig, Params, overlay, parse_section  # noqa: E402
 from oacl.data.benchmark import generate_benchmark  # noqa: E402
 from oacl.models.backbones import build_backbone, feature_dim  # noqa: E402
+from oacl.perf import resolve_amp  # noqa: E402
 from oacl.schedules import effective_lr, lr_at  # noqa: E402
 from oacl.train.engine import EpochRecord, IndexedViews, TrainResult, TrainSettings, train  # noqa: E402
 from oacl.train.pretrain import build_method, open_train_set, view_settings  # noqa: E402
@@ -106,7 +107,7 @@ def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int
             x1 = views.per_batch(batch)[0]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps, peak)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_amp(cfg.amp, torch.device("cpu"))):
                 loss = F.cross_entropy(model(x1).float(), labels[index])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -144,7 +145,7 @@ def train_ssl(
         sgd_momentum=cfg.sgd_momentum,
         warmup_epochs=m.warmup_epochs,
         seed=seed,
-        amp=cfg.amp,
+        amp=resolve_amp(cfg.amp, torch.device("cpu")),
         channels_last=cfg.channels_last,
     )
     torch.manual_seed(seed)

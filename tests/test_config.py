@@ -56,6 +56,9 @@ def test_int_accepted_where_float_expected(tmp_path):
         ({"data": {"benchmark": {"object_scale": [0.5]}}}, "'data.benchmark.object_scale' must have 2"),
         ({"data": {"benchmark": {"object_scale": [0.0, 0.5]}}}, "'data.benchmark.object_scale[0]' = 0.0"),
         ({"data": 3}, "'data' must be a mapping"),
+        ({"pretrain": {"amp": "yes"}}, "'pretrain.amp' = 'yes' is not one of"),
+        ({"pretrain": {"amp": 1}}, "'pretrain.amp' = 1 is not one of"),
+        ({"contracam": {"multi": {"expand_res": True}}}, "'contracam.multi.expand_res' = True is not one of"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, raw, culprit):

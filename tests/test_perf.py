@@ -31,3 +31,24 @@ def test_configure_threads_splits_cores() -> None:
     with pytest.raises(ValueError):
         perf.configure_threads(0)
     assert perf.usable_cores() >= 1
+
+
+def test_resolve_amp() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert perf.resolve_amp(True, cpu) is True and perf.resolve_amp(False, cuda) is False
+    assert perf.resolve_amp("auto", cuda) is True
+    assert perf.resolve_amp("auto", cpu) is perf.cpu_has_native_bf16()
+    with pytest.raises(ValueError, match="amp"):
+        perf.resolve_amp("on", cpu)
+
+
+def test_cpu_bf16_check_agrees_with_the_cpu_flags() -> None:
+    """torch's oneDNN check against /proc/cpuinfo: no AVX-512 at all means no native bf16."""
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    if not any(f.startswith("avx512") or f.startswith("amx") for f in flags):
+        assert perf.cpu_has_native_bf16() is False
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        assert perf.cpu_has_native_bf16() is True

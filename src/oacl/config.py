@@ -255,6 +255,7 @@ class ByolConfig:
     proj_hidden: int = spec(4096, ge=1)
     proj_dim: int = spec(256, ge=1)
     pred_hidden: int = spec(4096, ge=1)
+    pred_lr_mult: float = spec(1.0, gt=0.0, doc="the predictor's lr as a multiple of the scheduled lr (BYOL: 1)")
 
 
 IMPORT_DIR = "artifacts/imported"  # where pretrain.imports files live, one folder per method (a dvc.yaml dep)
@@ -311,7 +312,9 @@ class PretrainConfig:
     nproc: int = spec(1, ge=1, le=64, doc="processes; > 1 relaunches the stage under torchrun (DDP)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = spec(0, ge=0, le=64, doc="DataLoader workers per process (each takes a core)")
-    amp: bool = spec(True, doc="bf16 autocast (CPU and GPU)")
+    amp: Literal["auto", True, False] = spec(
+        "auto", doc="bf16 autocast; auto: on a GPU, or a CPU with native bf16 (AVX-512 BF16 / AMX), else fp32"
+    )
     channels_last: bool = True
     compile: bool = spec(False, doc="torch.compile the encoder and projector (~30 s of compiling)")
     knn_every: int = spec(4, ge=0, doc="kNN monitor every n epochs and after the last; 0 = off")
@@ -345,7 +348,11 @@ class ContraCAMConfig:
         doc="stopping rule, an extension beyond the paper: an image stops once its raw CAM peak falls "
         "below this fraction of its first iteration's; 0 = off (the paper)",
     )
-    amp: bool = spec(True, doc="fast path: bf16 backbone with folded BN (binarized masks agree with fp32, IoU >= 0.95)")
+    amp: Literal["auto", True, False] = spec(
+        "auto",
+        doc="fast path: bf16 backbone with folded BN (binarized masks agree with fp32, IoU >= 0.95); "
+        "auto: on a GPU, or a CPU with native bf16, else fp32",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     crf: bool = spec(True, doc="dense CRF (pydensecrf defaults) before binarising; else threshold the soft CAM")
     crf_iters: int = spec(5, ge=1, le=50)
@@ -675,7 +682,7 @@ def _coerce(value: Any, tp: Any, key: str, meta: Mapping[str, Any]) -> Any:
             raise ConfigError(f"params: '{key}' must be a mapping of settings, got {value!r}")
         return parse_section(tp, value, key)
     if origin is Literal:
-        if value not in args:
+        if not any(type(value) is type(a) and value == a for a in args):
             raise ConfigError(f"params: '{key}' = {value!r} is not one of {list(args)}")
         return value
     if origin in (typing.Union, types.UnionType):

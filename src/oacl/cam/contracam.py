@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from oacl.errors import DataError
 from oacl.imaging import normalize
+from oacl.perf import resolve_amp
 from oacl.progress import track
 from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD
 
@@ -622,7 +623,7 @@ def run_contracam(
     enc_src, proj_src = encoder, projector
     if enc_dev != device:  # copies on the target device; the caller's modules stay where they are
         enc_src, proj_src = copy.deepcopy(encoder).to(device), copy.deepcopy(projector).to(device)
-    model = prepare_cam_model(enc_src, proj_src, expand_res=cfg.expand_res, amp=cfg.amp)
+    model = prepare_cam_model(enc_src, proj_src, expand_res=cfg.expand_res, amp=resolve_amp(cfg.amp, device))
 
     ids: list[str] = [""] * n
     rgb: np.ndarray | None = None

@@ -60,7 +60,7 @@ from oacl.localization import (
     max_box_acc_v2,
     pxap,
 )
-from oacl.perf import resolve_device
+from oacl.perf import resolve_amp, resolve_device
 from oacl.vocab import CAM_METHOD, IMAGENET_MEAN, IMAGENET_STD, SETS
 
 __all__ = [
@@ -339,7 +339,7 @@ def null_maps(
         projector,
         dataset,
         expand_res=cfg.expand_res,
-        amp=cfg.amp,
+        amp=resolve_amp(cfg.amp, torch.device(device)),
         batch_size=cfg.batch_size,
         mean=mean,
         std=std,
@@ -471,7 +471,7 @@ def ablation_metrics(
     opts = postprocess_options(cfg)
     if next(encoder.parameters()).device != device:  # copies on the device; the caller's modules stay put
         encoder, projector = copy.deepcopy(encoder).to(device), copy.deepcopy(projector).to(device)
-    model = prepare_cam_model(encoder, projector, expand_res=cfg.expand_res, amp=cfg.amp)
+    model = prepare_cam_model(encoder, projector, expand_res=cfg.expand_res, amp=resolve_amp(cfg.amp, device))
     common = dict(mean=mean, std=std, seed=cfg.seed)
 
     def score(soft: np.ndarray) -> dict[str, float]:

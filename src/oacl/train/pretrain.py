@@ -46,6 +46,7 @@ from oacl.io.checkpoint import export_backbone
 from oacl.models.backbones import layer4_stride
 from oacl.models.byol import BYOL
 from oacl.models.moco import MoCo
+from oacl.perf import resolve_amp, resolve_device
 from oacl.train.engine import EpochRecord, TrainResult, TrainSettings, train
 from oacl.train.monitor import KnnMonitor, KnnProbe
 from oacl.train.report import write_loss_plot
@@ -136,6 +137,7 @@ def _build_byol(cfg: PretrainConfig) -> nn.Module:
         proj_dim=b.proj_dim,
         pred_hidden=b.pred_hidden,
         tau_base=b.tau_base,
+        pred_lr_mult=b.pred_lr_mult,
     )
 
 
@@ -166,7 +168,7 @@ def train_settings(method: str, cfg: PretrainConfig) -> TrainSettings:
         sgd_momentum=cfg.sgd_momentum,
         warmup_epochs=m.warmup_epochs,
         seed=cfg.seed,
-        amp=cfg.amp,
+        amp=resolve_amp(cfg.amp, resolve_device(cfg.device, "pretrain.device")),
         channels_last=cfg.channels_last,
         compile=cfg.compile,
         workers=cfg.workers,
@@ -265,7 +267,7 @@ def _monitor(params: Params, settings: TrainSettings) -> KnnMonitor | None:
         every=cfg.knn_every,
         last_epoch=settings.epochs,
         k=cfg.knn_k,
-        amp=cfg.amp,
+        amp=settings.amp,
         channels_last=cfg.channels_last,
     )
 
@@ -414,7 +416,7 @@ def run_pretrain(
         "global_batch": result.global_batch,
         "processes": info.world_size,
         "threads": torch.get_num_threads(),
-        "amp": cfg.amp,
+        "amp": settings.amp,
         "channels_last": cfg.channels_last,
         "compile": cfg.compile,
         "train_seconds": round(result.train_seconds, 1),
