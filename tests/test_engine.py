@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,30 @@ def test_corrupt_resume_checkpoint_starts_fresh(tmp_path: Path) -> None:
 def test_dataset_smaller_than_a_batch() -> None:
     with pytest.raises(ValueError, match="smaller than one batch"):
         train(tiny_moco(), Items(4), VIEWS, SETTINGS, progress=False)
+
+
+def test_byol_predictor_lr_multiplier() -> None:
+    """One step from the same init: the predictor moves pred_lr_mult times as far, the encoder as far."""
+
+    def one_step(mult: float) -> tuple[BYOL, BYOL]:
+        torch.manual_seed(0)
+        model = BYOL("resnet18", "standard", proj_hidden=16, proj_dim=8, pred_hidden=16, pred_lr_mult=mult)
+        before = copy.deepcopy(model)
+        settings = TrainSettings(epochs=1, batch_size=8, base_lr=0.3, seed=1)
+        return before, train(model, Items(n=8), VIEWS, settings, progress=False).model
+
+    def moved(a: torch.nn.Module, b: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([(q - p).flatten() for p, q in zip(a.parameters(), b.parameters())])
+
+    b1, a1 = one_step(1.0)
+    b8, a8 = one_step(8.0)
+    torch.testing.assert_close(moved(b8.predictor, a8.predictor), 8 * moved(b1.predictor, a1.predictor))
+    torch.testing.assert_close(moved(b8.encoder_online, a8.encoder_online), moved(b1.encoder_online, a1.encoder_online))
+    groups = a8.optimizer_groups()
+    assert [g["lr_mult"] for g in groups] == [1.0, 8.0]
+    assert sum(len(g["params"]) for g in groups) == len(a8.online_parameters())
+    with pytest.raises(ValueError, match="pred_lr_mult"):
+        BYOL("resnet18", "standard", pred_lr_mult=0.0)
 
 
 def test_amp_and_channels_last_run() -> None:

@@ -8,7 +8,8 @@ is an ``nn.Module`` with the same interface, which is all the training engine
 - ``forward(x1, x2, index) -> dict`` with a scalar ``"loss"`` (and detached statistics);
   x1, x2: (B, 3, H, W) two views, index: (B,) dataset indices;
 - ``update_target(progress)`` after each optimizer step (EMA of the online weights);
-- ``online_parameters()`` — what the optimizer updates;
+- ``online_parameters()`` — what the optimizer updates, and ``optimizer_groups()``: the same as
+  SGD parameter groups, each with an ``lr_mult`` applied to the scheduled learning rate;
 - ``encoder`` (torchvision ResNet, fc = Identity) and ``projector`` ((B, C) → (B, D)):
   what is exported and what ContraCAM uses;
 - ``name``, ``arch``, ``stem``.
@@ -40,3 +41,5 @@ class SSLMethod(Protocol):
     def update_target(self, progress: float) -> None: ...
 
     def online_parameters(self) -> list[nn.Parameter]: ...
+
+    def optimizer_groups(self) -> list[dict]: ...

@@ -28,6 +28,8 @@ class BYOL(nn.Module):
         proj_hidden, proj_dim: projector C → proj_hidden → proj_dim (BYOL: 4096, 256).
         pred_hidden: predictor proj_dim → pred_hidden → proj_dim (BYOL: 4096).
         tau_base: initial EMA rate of the target (BYOL: 0.996), raised to 1 by a cosine.
+        pred_lr_mult: the predictor's learning rate as a multiple of the rest's (BYOL: 1; SimSiam and
+            Tian et al. 2021 found a faster predictor helps non-contrastive learning).
 
     Modules: ``encoder_online``, ``projector_online``, ``predictor``; targets
     ``encoder_target``, ``projector_target`` (no gradients).
@@ -44,12 +46,16 @@ class BYOL(nn.Module):
         proj_dim: int = 256,
         pred_hidden: int = 4096,
         tau_base: float = 0.996,
+        pred_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= tau_base <= 1.0:
             raise ValueError(f"tau_base must be in [0, 1], got {tau_base!r}")
+        if not pred_lr_mult > 0.0:
+            raise ValueError(f"pred_lr_mult must be > 0, got {pred_lr_mult!r}")
         self.arch, self.stem = arch, stem
         self.tau_base = float(tau_base)
+        self.pred_lr_mult = float(pred_lr_mult)
         self.encoder_online = build_backbone(arch, stem)
         self.projector_online = mlp_head(feature_dim(arch), proj_hidden, proj_dim)
         self.predictor = mlp_head(proj_dim, pred_hidden, proj_dim)
@@ -67,6 +73,14 @@ class BYOL(nn.Module):
     def online_parameters(self) -> list[nn.Parameter]:
         """The parameters the optimizer updates (online encoder, projector and predictor)."""
         return [*self.encoder_online.parameters(), *self.projector_online.parameters(), *self.predictor.parameters()]
+
+    def optimizer_groups(self) -> list[dict]:
+        """:meth:`online_parameters` as optimizer groups, each with its ``lr_mult``: the predictor's is ``pred_lr_mult``."""
+        rest = [*self.encoder_online.parameters(), *self.projector_online.parameters()]
+        return [
+            {"params": rest, "lr_mult": 1.0},
+            {"params": list(self.predictor.parameters()), "lr_mult": self.pred_lr_mult},
+        ]
 
     def forward(self, x1: Tensor, x2: Tensor, index: Tensor | None = None) -> dict[str, Tensor]:
         """One BYOL step's loss; x1, x2: (B, 3, H, W) two views of the same images.

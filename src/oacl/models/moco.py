@@ -92,6 +92,10 @@ class MoCo(nn.Module):
         """The parameters the optimizer updates (query encoder and projector)."""
         return [*self.encoder_q.parameters(), *self.projector_q.parameters()]
 
+    def optimizer_groups(self) -> list[dict]:
+        """:meth:`online_parameters` as one optimizer group at the scheduled lr (``lr_mult`` 1)."""
+        return [{"params": self.online_parameters(), "lr_mult": 1.0}]
+
     def forward(self, x1: Tensor, x2: Tensor, index: Tensor) -> dict[str, Tensor]:
         """One MoCo step's loss.
 

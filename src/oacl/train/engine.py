@@ -289,7 +289,7 @@ def train(
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
-        model.online_parameters(), lr=peak_lr, momentum=settings.sgd_momentum, weight_decay=settings.weight_decay
+        model.optimizer_groups(), lr=peak_lr, momentum=settings.sgd_momentum, weight_decay=settings.weight_decay
     )
     history: list[EpochRecord] = []
     step_losses: list[float] = []
@@ -344,7 +344,7 @@ def train(
             step = epoch * steps_per_epoch + i
             lr = lr_at(step, total_steps, peak_lr, warmup_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_mult"]
             step_lrs.append(lr)
             batch_views = _to_device(batch_views, dev)
             index = index.to(dev)
