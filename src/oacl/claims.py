@@ -1,0 +1,328 @@
+"""The debiasing claims judged on paired seeds across experiments (``python -m oacl.claims``).
+
+One experiment per training seed (``dvc exp run -S pretrain.seed=N``, every other param equal):
+the vanilla model of a seed and its debiased twins share that seed, so each claim is judged on
+the **paired** differences (debiased − vanilla, one per seed). A claim holds when the mean
+paired difference lies beyond twice its standard error (s.e. = s.d. / √n, n ≥ 2 seeds) in the
+claimed direction, and — for a debiased model — when that model also beats the random-init
+control beyond twice the s.e. of its own differences from the control. The report of one run
+(``oacl.report``) judges the same claims against binomial test-set noise; this judges them
+against seed-to-seed variation, which is what a few-point effect has to clear::
+
+    for s in 0 1 2; do dvc exp run --queue -S pretrain.seed=$s; done && dvc queue start
+    # ... when the queue is done:
+    PYTHONPATH=src python -m oacl.claims --out docs/results/claims.json --md docs/results/claims.md
+
+It reads ``dvc exp show --json`` (or ``--from FILE`` with that output), groups the experiments by
+``--seed-param`` (default ``pretrain.seed``), refuses a set whose other params differ (that would
+not be a comparison of like with like) and writes ``{"command", "seeds", "wall_s", "claims":
+[{"text", "measured", "verdict"}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from oacl.exps import Column, columns, distinct
+
+__all__ = ["PairedClaim", "by_seed", "paired_claims", "to_json", "to_markdown", "main"]
+
+METHODS = ("moco", "byol")
+DEBIASED = ("oacrop", "oacrop_gt", "bgmix", "hardmix", "hardmix_gt")
+DETECTION_FLOOR = 20.0  # AP50 the vanilla detector must reach for the detection claim to inform (issue 18)
+DETECTION_MARGIN = 2.0  # AP points OA-Crop may lose and still "not hurt"
+
+
+@dataclass(frozen=True)
+class PairedClaim:
+    text: str
+    measured: str
+    verdict: str  # "holds" | "does not hold" | "n/a"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"text": self.text, "measured": self.measured, "verdict": self.verdict}
+
+
+def by_seed(cols: Sequence[Column], seed_param: str = "pretrain.seed") -> dict[int, Column]:
+    """One column per seed; ValueError when a seed repeats with other results or other params differ."""
+    out: dict[int, Column] = {}
+    ref: Column | None = None
+    for col in distinct(cols):
+        if seed_param not in col.params:
+            raise ValueError(f"experiment {col.label!r} has no param {seed_param!r}")
+        if not col.metrics:
+            continue
+        seed = int(col.params[seed_param])
+        if seed in out:
+            raise ValueError(
+                f"experiments {out[seed].label!r} and {col.label!r} share {seed_param} = {seed} with other "
+                "results; pass the ones to compare (`dvc exp show` arguments, or --from a file holding them)"
+            )
+        if ref is not None:
+            for key in sorted(set(ref.params) | set(col.params)):
+                if key != seed_param and ref.params.get(key) != col.params.get(key):
+                    raise ValueError(
+                        f"experiments {ref.label!r} and {col.label!r} differ in {key!r} "
+                        f"({ref.params.get(key)!r} vs {col.params.get(key)!r}), not only in {seed_param!r}"
+                    )
+        ref = ref or col
+        out[seed] = col
+    return dict(sorted(out.items()))
+
+
+def _stats(diffs: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (s.d. / √n; NaN for n < 2)."""
+    mean = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) >= 2 else math.nan
+    return mean, se
+
+
+def _fmt(diffs: Sequence[float], what: str) -> str:
+    mean, se = _stats(diffs)
+    per_seed = " / ".join(f"{d:+.1f}" for d in diffs)
+    return f"{what}: mean {mean:+.1f}, s.e. {se:.1f}, n = {len(diffs)} (per seed {per_seed})"
+
+
+def _beyond(diffs: Sequence[float], higher: bool) -> bool:
+    mean, se = _stats(diffs)
+    return not math.isnan(se) and ((mean > 2 * se) if higher else (mean < -2 * se))
+
+
+def _values(runs: Sequence[Column], key: str) -> list[float] | None:
+    vals = [r.metrics.get(key) for r in runs]
+    return None if any(not isinstance(v, (int, float)) for v in vals) else [float(v) for v in vals]
+
+
+def _paired(
+    text: str, runs: Sequence[Column], cur: str, base: str, *, higher: bool, what: str, control: str | None = None
+) -> PairedClaim:
+    a, b = _values(runs, cur), _values(runs, base)
+    if a is None or b is None:
+        return PairedClaim(text, "metrics missing", "n/a")
+    diffs = [x - y for x, y in zip(a, b)]
+    measured = _fmt(diffs, what)
+    if len(diffs) < 2:
+        return PairedClaim(text, measured, "n/a")
+    holds = _beyond(diffs, higher)
+    if holds and control is not None:
+        c = _values(runs, control)
+        if c is None or not _beyond([x - y for x, y in zip(a, c)], higher):
+            measured += "; not beyond the random-init control"
+            holds = False
+    return PairedClaim(text, measured, "holds" if holds else "does not hold")
+
+
+def _key(file: str, *path: str) -> str:
+    return f"{file}.json:{'.'.join(path)}"
+
+
+def paired_claims(runs: Sequence[Column]) -> list[PairedClaim]:
+    """The claims of issue 18 on the runs (one per seed, in seed order); absent models are left out."""
+    have = set().union(*(r.metrics for r in runs)) if runs else set()
+    out: list[PairedClaim] = []
+    crops = ("crops", "top1")
+    ctrl_crops = _key("lineval-random", *crops)
+    for m in METHODS:
+        if _key(f"lineval-{m}", *crops) not in have:
+            continue
+        vanilla = _key(f"lineval-{m}", *crops)
+        for debias, label in (("oacrop", "ContraCAM boxes"), ("oacrop_gt", "ground-truth boxes, the oracle")):
+            cur = _key(f"lineval-{m}-{debias}", *crops)
+            if cur in have:
+                out.append(
+                    _paired(
+                        f"OA-Crop ({label}) improves the object-crop probe ({m})",
+                        runs,
+                        cur,
+                        vanilla,
+                        higher=True,
+                        what="crops top-1, debiased − vanilla",
+                        control=ctrl_crops,
+                    )
+                )
+        gt, cam = _key(f"lineval-{m}-oacrop_gt", *crops), _key(f"lineval-{m}-oacrop", *crops)
+        if gt in have and cam in have:
+            out.append(_at_least("The GT-box oracle's crops gain is at least OA-Crop's", m, runs, gt, cam, "crops"))
+        for debias, label in (("bgmix", "BG-Mixup"), ("hardmix_gt", "BG-HardMix with ground-truth masks, the oracle")):
+            shift = f"shift-{m}-{debias}"
+            if _key(shift, "bg_gap") not in have:
+                continue
+            out.append(
+                _paired(
+                    f"{label} lowers the BG-Gap ({m})",
+                    runs,
+                    _key(shift, "bg_gap"),
+                    _key(f"shift-{m}", "bg_gap"),
+                    higher=False,
+                    what="BG-Gap, debiased − vanilla",
+                )
+            )
+            out.append(
+                _paired(
+                    f"{label} raises MIXED-RAND ({m})",
+                    runs,
+                    _key(shift, "bg/mixed_rand/top1"),
+                    _key(f"shift-{m}", "bg/mixed_rand/top1"),
+                    higher=True,
+                    what="MIXED-RAND top-1, debiased − vanilla",
+                    control=_key("shift-random", "bg/mixed_rand/top1"),
+                )
+            )
+        gt, mix = _key(f"shift-{m}-hardmix_gt", "bg_gap"), _key(f"shift-{m}-bgmix", "bg_gap")
+        if gt in have and mix in have:
+            out.append(
+                _at_least(
+                    "The GT-mask oracle's BG-Gap drop is at least BG-Mixup's", m, runs, gt, mix, "BG-Gap", higher=False
+                )
+            )
+            rand = "bg/mixed_rand/top1"
+            out.append(
+                _at_least(
+                    "The GT-mask oracle's MIXED-RAND gain is at least BG-Mixup's",
+                    m,
+                    runs,
+                    _key(f"shift-{m}-hardmix_gt", rand),
+                    _key(f"shift-{m}-bgmix", rand),
+                    "MIXED-RAND",
+                )
+            )
+        for debias in DEBIASED:
+            cur = _key(f"lineval-{m}-{debias}", *crops)
+            if cur in have:
+                out.append(
+                    _paired(
+                        f"{m}-{debias} is above the random-init control on object crops",
+                        runs,
+                        cur,
+                        ctrl_crops,
+                        higher=True,
+                        what="crops top-1, model − random init",
+                    )
+                )
+        det, det_oa = _key(f"detect-{m}", "bbox/ap50"), _key(f"detect-{m}-oacrop", "bbox/ap50")
+        if det in have:
+            ap = _values(runs, det)
+            mean = statistics.fmean(ap) if ap else math.nan
+            out.append(
+                PairedClaim(
+                    f"Detection informs: the vanilla AP50 is at least {DETECTION_FLOOR:.0f} ({m})",
+                    f"bbox AP50: mean {mean:.1f} over {len(ap or [])} seeds",
+                    "n/a" if not ap else ("holds" if mean >= DETECTION_FLOOR else "does not hold"),
+                )
+            )
+        if det in have and det_oa in have:
+            out.append(
+                _within(f"OA-Crop does not hurt detection, within {DETECTION_MARGIN:.0f} AP50 ({m})", runs, det_oa, det)
+            )
+    return out
+
+
+def _at_least(
+    text: str, m: str, runs: Sequence[Column], oracle: str, cam: str, what: str, *, higher: bool = True
+) -> PairedClaim:
+    """The oracle's effect is at least the ContraCAM variant's: the paired (oracle − ContraCAM) difference is
+    not below −2 s.e. (not above +2 s.e. for a quantity that should fall)."""
+    a, b = _values(runs, oracle), _values(runs, cam)
+    if a is None or b is None:
+        return PairedClaim(f"{text} ({m})", "metrics missing", "n/a")
+    diffs = [x - y for x, y in zip(a, b)]
+    measured = _fmt(diffs, f"{what}, oracle − ContraCAM variant")
+    if len(diffs) < 2:
+        return PairedClaim(f"{text} ({m})", measured, "n/a")
+    mean, se = _stats(diffs)
+    ok = (mean >= -2 * se) if higher else (mean <= 2 * se)
+    return PairedClaim(f"{text} ({m})", measured, "holds" if ok else "does not hold")
+
+
+def _within(text: str, runs: Sequence[Column], cur: str, base: str) -> PairedClaim:
+    a, b = _values(runs, cur), _values(runs, base)
+    if a is None or b is None:
+        return PairedClaim(text, "metrics missing", "n/a")
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, _ = _stats(diffs)
+    if len(diffs) < 2:
+        return PairedClaim(text, _fmt(diffs, "bbox AP50, OA-Crop − vanilla"), "n/a")
+    return PairedClaim(
+        text, _fmt(diffs, "bbox AP50, OA-Crop − vanilla"), "holds" if mean >= -DETECTION_MARGIN else "does not hold"
+    )
+
+
+def to_json(runs: Mapping[int, Column], claims: Sequence[PairedClaim], command: str) -> dict[str, Any]:
+    """The claims file: the command that produced the runs, the seeds, the stages' wall seconds summed."""
+    minutes = [c.metrics.get("report.json:wall_minutes") for c in runs.values()]
+    wall = sum(60.0 * m for m in minutes if isinstance(m, (int, float)))
+    return {
+        "command": command,
+        "seeds": list(runs),
+        "wall_s": round(wall, 1),
+        "claims": [c.as_dict() for c in claims],
+    }
+
+
+def to_markdown(doc: Mapping[str, Any]) -> str:
+    held = sum(c["verdict"] == "holds" for c in doc["claims"])
+    lines = [
+        "# Claims on paired seeds",
+        "",
+        f"Seeds {', '.join(map(str, doc['seeds']))}; the stages' wall time summed over the runs "
+        f"{doc['wall_s'] / 60:.1f} min. Command: `{doc['command']}`.",
+        "",
+        f"{held} of {len(doc['claims'])} claims hold. A claim holds when the mean paired difference lies "
+        "beyond 2 s.e. over seeds in the claimed direction (debiased models also beyond the random-init control).",
+        "",
+        "| claim | measured | verdict |",
+        "|---|---|---|",
+        *(f"| {c['text']} | {c['measured']} | {c['verdict']} |" for c in doc["claims"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    from oacl.io.atomic import write_json, write_text
+
+    p = argparse.ArgumentParser(prog="python -m oacl.claims", description=__doc__.splitlines()[0])
+    p.add_argument("--from", dest="source", help="a file with `dvc exp show --json` output (default: run it)")
+    p.add_argument("--seed-param", default="pretrain.seed", help="the param that tells the paired runs apart")
+    p.add_argument("--command", default="", help="the command that produced the runs, recorded in the file")
+    p.add_argument("--out", help="write the claims JSON here")
+    p.add_argument("--md", help="write the Markdown table here")
+    args, passthrough = p.parse_known_args(argv)
+    if args.source:
+        with open(args.source) as f:
+            shown = json.load(f)
+    else:
+        res = subprocess.run(["dvc", "exp", "show", "--json", *passthrough], capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"oacl.claims: `dvc exp show --json` failed: {res.stderr.strip()}", file=sys.stderr)
+            return 2
+        shown = json.loads(res.stdout)
+    try:
+        runs = by_seed(columns(shown), args.seed_param)
+    except ValueError as err:
+        print(f"oacl.claims: {err}", file=sys.stderr)
+        return 2
+    if not runs:
+        print("oacl.claims: no experiment with metrics in `dvc exp show`", file=sys.stderr)
+        return 2
+    claims = paired_claims(list(runs.values()))
+    doc = to_json(runs, claims, args.command or f"seeds over {args.seed_param}")
+    text = to_markdown(doc)
+    if args.out:
+        write_json(args.out, doc)
+    if args.md:
+        write_text(args.md, text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
