@@ -21,16 +21,14 @@ not be a comparison of like with like) and writes ``{"command", "seeds", "wall_s
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oacl.exps import Column, columns, distinct
+from oacl.exps import Column, columns, distinct, load_shown
 
 __all__ = ["PairedClaim", "by_seed", "paired_claims", "to_json", "to_markdown", "main"]
 
@@ -296,15 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", help="write the claims JSON here")
     p.add_argument("--md", help="write the Markdown table here")
     args, passthrough = p.parse_known_args(argv)
-    if args.source:
-        with open(args.source) as f:
-            shown = json.load(f)
-    else:
-        res = subprocess.run(["dvc", "exp", "show", "--json", *passthrough], capture_output=True, text=True)
-        if res.returncode != 0:
-            print(f"oacl.claims: `dvc exp show --json` failed: {res.stderr.strip()}", file=sys.stderr)
-            return 2
-        shown = json.loads(res.stdout)
+    shown = load_shown(args.source, passthrough, "oacl.claims")
+    if shown is None:
+        return 2
     try:
         runs = by_seed(columns(shown), args.seed_param)
     except ValueError as err:

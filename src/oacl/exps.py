@@ -216,6 +216,19 @@ def plot_curve(lines: Mapping[str, Sequence[tuple[float, float, int]]], param: s
     save_png(fig, path)
 
 
+def load_shown(source: str | None, passthrough: Sequence[str], prog: str) -> list[Any] | None:
+    """``dvc exp show --json`` output: read from ``source``, else run it with ``passthrough``; None
+    (after one message on stderr, prefixed ``prog``) when that command fails."""
+    if source:
+        with open(source) as f:
+            return json.load(f)
+    res = subprocess.run(["dvc", "exp", "show", "--json", *passthrough], capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"{prog}: `dvc exp show --json` failed: {res.stderr.strip()}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -227,15 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", default="bgmix", help="with --curve: models whose name contains this (default bgmix)")
     p.add_argument("--out", help="with --curve: also draw it to this PNG")
     args, passthrough = p.parse_known_args(argv)
-    if args.source:
-        with open(args.source) as f:
-            shown = json.load(f)
-    else:
-        res = subprocess.run(["dvc", "exp", "show", "--json", *passthrough], capture_output=True, text=True)
-        if res.returncode != 0:
-            print(f"oacl.exps: `dvc exp show --json` failed: {res.stderr.strip()}", file=sys.stderr)
-            return 2
-        shown = json.loads(res.stdout)
+    shown = load_shown(args.source, passthrough, "oacl.exps")
+    if shown is None:
+        return 2
     cols = columns(shown)
     if not cols:
         print("oacl.exps: no experiment with data in `dvc exp show`", file=sys.stderr)
