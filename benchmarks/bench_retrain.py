@@ -130,9 +130,10 @@ def main() -> None:
     perf.tune_malloc()
     threads = perf.configure_threads(1) if device.type == "cpu" else torch.get_num_threads()
     data, size = open_train_set(params)
+    amp = resolve_amp(cfg.amp, device)
     print(
         f"# {args.method} {cfg.arch}/{cfg.stem}, batch {batch}, {size} px, {len(data)} training images "
-        f"({cfg.dataset}), device {device}, threads {threads}, workers {cfg.workers}, amp {resolve_amp(cfg.amp, device)}, "
+        f"({cfg.dataset}), device {device}, threads {threads}, workers {cfg.workers}, amp {amp}, "
         f"channels_last {cfg.channels_last}, torch {torch.__version__}"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +167,7 @@ def main() -> None:
             if cfg.channels_last:
                 x1 = x1.contiguous(memory_format=torch.channels_last)
                 x2 = x2.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, resolve_amp(cfg.amp, device)):
+            with autocast_context(device, amp):
                 loss = model(x1, x2, index)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

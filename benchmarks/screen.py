@@ -30,6 +30,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ from oacl.data.benchmark import generate_benchmark  # noqa: E402
 from oacl.models.backbones import build_backbone, feature_dim  # noqa: E402
 from oacl.perf import resolve_amp  # noqa: E402
 from oacl.schedules import effective_lr, lr_at  # noqa: E402
-from oacl.train.engine import EpochRecord, IndexedViews, TrainResult, TrainSettings, train  # noqa: E402
-from oacl.train.pretrain import build_method, open_train_set, view_settings  # noqa: E402
+from oacl.train.engine import EpochRecord, IndexedViews, TrainResult, train  # noqa: E402
+from oacl.train.pretrain import build_method, open_train_set, train_settings, view_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,6 +97,7 @@ def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int
     loader_set = IndexedViews(data, views.per_item, seed=seed)
     peak = effective_lr(cfg.moco.base_lr, cfg.batch_size)
     opt = torch.optim.SGD(model.parameters(), lr=peak, momentum=cfg.sgd_momentum, weight_decay=cfg.moco.weight_decay)
+    amp = resolve_amp(cfg.amp, torch.device("cpu"))
     step, t0 = 0, time.perf_counter()
     model.train()
     while step < steps:
@@ -107,7 +109,7 @@ def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int
             x1 = views.per_batch(batch)[0]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps, peak)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_amp(cfg.amp, torch.device("cpu"))):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 loss = F.cross_entropy(model(x1).float(), labels[index])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -136,17 +138,9 @@ def train_ssl(
     cfg = params.pretrain
     per_epoch = len(data) // cfg.batch_size
     epochs = max(1, math.ceil(steps / per_epoch))
-    m = getattr(cfg, method)
-    settings = TrainSettings(
-        epochs=epochs,
-        batch_size=cfg.batch_size,
-        base_lr=m.base_lr,
-        weight_decay=m.weight_decay,
-        sgd_momentum=cfg.sgd_momentum,
-        warmup_epochs=m.warmup_epochs,
-        seed=seed,
-        amp=resolve_amp(cfg.amp, torch.device("cpu")),
-        channels_last=cfg.channels_last,
+    # the pipeline's settings, with this run's length and seed, on the CPU (where train() runs here)
+    settings = replace(
+        train_settings(method, cfg), epochs=epochs, seed=seed, amp=resolve_amp(cfg.amp, torch.device("cpu"))
     )
     torch.manual_seed(seed)
     model = build_method(method, cfg)

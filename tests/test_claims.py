@@ -45,7 +45,10 @@ def _state(rev: str, seed: int, epochs: int = 60, experiments=None) -> dict:
     for (stem, key), vals in VALUES.items():
         data = metrics.setdefault(f"artifacts/metrics/{stem}.json", {"data": {}})["data"]
         for k, v in _tree(key, vals[seed]).items():
-            data.setdefault(k, {}).update(v) if isinstance(v, dict) else data.__setitem__(k, v)
+            if isinstance(v, dict):
+                data.setdefault(k, {}).update(v)
+            else:
+                data[k] = v
     params = {"params.yaml": {"data": {"pmix": 0.4, "pretrain": {"seed": seed, "moco": {"epochs": epochs}}}}}
     return {
         "rev": rev,

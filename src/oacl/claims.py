@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,27 +98,53 @@ def _values(runs: Sequence[Column], key: str) -> list[float] | None:
     return None if any(not isinstance(v, (int, float)) for v in vals) else [float(v) for v in vals]
 
 
-def _paired(
-    text: str, runs: Sequence[Column], cur: str, base: str, *, higher: bool, what: str, control: str | None = None
-) -> PairedClaim:
+def _diffs(runs: Sequence[Column], cur: str, base: str) -> list[float] | None:
+    """Per-seed ``cur − base``; None when either is missing in some run."""
     a, b = _values(runs, cur), _values(runs, base)
-    if a is None or b is None:
+    return None if a is None or b is None else [x - y for x, y in zip(a, b)]
+
+
+def _judge(text: str, diffs: list[float] | None, what: str, rule: Callable[[list[float]], bool]) -> PairedClaim:
+    """``rule`` on the paired differences; n/a when a metric is missing or there are fewer than 2 seeds."""
+    if diffs is None:
         return PairedClaim(text, "metrics missing", "n/a")
-    diffs = [x - y for x, y in zip(a, b)]
     measured = _fmt(diffs, what)
     if len(diffs) < 2:
         return PairedClaim(text, measured, "n/a")
-    holds = _beyond(diffs, higher)
-    if holds and control is not None:
-        c = _values(runs, control)
-        if c is None or not _beyond([x - y for x, y in zip(a, c)], higher):
-            measured += "; not beyond the random-init control"
-            holds = False
-    return PairedClaim(text, measured, "holds" if holds else "does not hold")
+    return PairedClaim(text, measured, "holds" if rule(diffs) else "does not hold")
+
+
+def _paired(
+    text: str, runs: Sequence[Column], cur: str, base: str, *, higher: bool, what: str, control: str | None = None
+) -> PairedClaim:
+    """``cur`` beats ``base`` beyond 2 s.e. of the paired differences (and, given, ``control`` too)."""
+    claim = _judge(text, _diffs(runs, cur, base), what, lambda d: _beyond(d, higher))
+    if claim.verdict == "holds" and control is not None:
+        vs_control = _diffs(runs, cur, control)
+        if vs_control is None or not _beyond(vs_control, higher):
+            return PairedClaim(text, claim.measured + "; not beyond the random-init control", "does not hold")
+    return claim
+
+
+def _at_least(
+    text: str, runs: Sequence[Column], oracle: str, cam: str, what: str, *, higher: bool = True
+) -> PairedClaim:
+    """The oracle's effect is at least the ContraCAM variant's: the paired (oracle − ContraCAM) difference is
+    not below −2 s.e. (not above +2 s.e. for a quantity that should fall)."""
+
+    def rule(d: list[float]) -> bool:
+        mean, se = _stats(d)
+        return (mean >= -2 * se) if higher else (mean <= 2 * se)
+
+    return _judge(text, _diffs(runs, oracle, cam), f"{what}, oracle − ContraCAM variant", rule)
 
 
 def _key(file: str, *path: str) -> str:
     return f"{file}.json:{'.'.join(path)}"
+
+
+# the two Background Challenge claims of a background-debiased model: (metric key, label, should rise)
+BG_METRICS = (("bg_gap", "BG-Gap", False), ("bg/mixed_rand/top1", "MIXED-RAND", True))
 
 
 def paired_claims(runs: Sequence[Column]) -> list[PairedClaim]:
@@ -128,9 +154,9 @@ def paired_claims(runs: Sequence[Column]) -> list[PairedClaim]:
     crops = ("crops", "top1")
     ctrl_crops = _key("lineval-random", *crops)
     for m in METHODS:
-        if _key(f"lineval-{m}", *crops) not in have:
-            continue
         vanilla = _key(f"lineval-{m}", *crops)
+        if vanilla not in have:
+            continue
         for debias, label in (("oacrop", "ContraCAM boxes"), ("oacrop_gt", "ground-truth boxes, the oracle")):
             cur = _key(f"lineval-{m}-{debias}", *crops)
             if cur in have:
@@ -147,50 +173,34 @@ def paired_claims(runs: Sequence[Column]) -> list[PairedClaim]:
                 )
         gt, cam = _key(f"lineval-{m}-oacrop_gt", *crops), _key(f"lineval-{m}-oacrop", *crops)
         if gt in have and cam in have:
-            out.append(_at_least("The GT-box oracle's crops gain is at least OA-Crop's", m, runs, gt, cam, "crops"))
+            out.append(_at_least(f"The GT-box oracle's crops gain is at least OA-Crop's ({m})", runs, gt, cam, "crops"))
         for debias, label in (("bgmix", "BG-Mixup"), ("hardmix_gt", "BG-HardMix with ground-truth masks, the oracle")):
-            shift = f"shift-{m}-{debias}"
-            if _key(shift, "bg_gap") not in have:
+            if _key(f"shift-{m}-{debias}", "bg_gap") not in have:
                 continue
-            out.append(
-                _paired(
-                    f"{label} lowers the BG-Gap ({m})",
-                    runs,
-                    _key(shift, "bg_gap"),
-                    _key(f"shift-{m}", "bg_gap"),
-                    higher=False,
-                    what="BG-Gap, debiased − vanilla",
+            for metric, name, rises in BG_METRICS:
+                out.append(
+                    _paired(
+                        f"{label} {'raises' if rises else 'lowers the'} {name} ({m})",
+                        runs,
+                        _key(f"shift-{m}-{debias}", metric),
+                        _key(f"shift-{m}", metric),
+                        higher=rises,
+                        what=f"{name}, debiased − vanilla",
+                        control=_key("shift-random", metric) if rises else None,
+                    )
                 )
-            )
-            out.append(
-                _paired(
-                    f"{label} raises MIXED-RAND ({m})",
-                    runs,
-                    _key(shift, "bg/mixed_rand/top1"),
-                    _key(f"shift-{m}", "bg/mixed_rand/top1"),
-                    higher=True,
-                    what="MIXED-RAND top-1, debiased − vanilla",
-                    control=_key("shift-random", "bg/mixed_rand/top1"),
+        if _key(f"shift-{m}-hardmix_gt", "bg_gap") in have and _key(f"shift-{m}-bgmix", "bg_gap") in have:
+            for metric, name, rises in BG_METRICS:
+                out.append(
+                    _at_least(
+                        f"The GT-mask oracle's {name} {'gain' if rises else 'drop'} is at least BG-Mixup's ({m})",
+                        runs,
+                        _key(f"shift-{m}-hardmix_gt", metric),
+                        _key(f"shift-{m}-bgmix", metric),
+                        name,
+                        higher=rises,
+                    )
                 )
-            )
-        gt, mix = _key(f"shift-{m}-hardmix_gt", "bg_gap"), _key(f"shift-{m}-bgmix", "bg_gap")
-        if gt in have and mix in have:
-            out.append(
-                _at_least(
-                    "The GT-mask oracle's BG-Gap drop is at least BG-Mixup's", m, runs, gt, mix, "BG-Gap", higher=False
-                )
-            )
-            rand = "bg/mixed_rand/top1"
-            out.append(
-                _at_least(
-                    "The GT-mask oracle's MIXED-RAND gain is at least BG-Mixup's",
-                    m,
-                    runs,
-                    _key(f"shift-{m}-hardmix_gt", rand),
-                    _key(f"shift-{m}-bgmix", rand),
-                    "MIXED-RAND",
-                )
-            )
         for debias in DEBIASED:
             cur = _key(f"lineval-{m}-{debias}", *crops)
             if cur in have:
@@ -217,39 +227,14 @@ def paired_claims(runs: Sequence[Column]) -> list[PairedClaim]:
             )
         if det in have and det_oa in have:
             out.append(
-                _within(f"OA-Crop does not hurt detection, within {DETECTION_MARGIN:.0f} AP50 ({m})", runs, det_oa, det)
+                _judge(
+                    f"OA-Crop does not hurt detection, within {DETECTION_MARGIN:.0f} AP50 ({m})",
+                    _diffs(runs, det_oa, det),
+                    "bbox AP50, OA-Crop − vanilla",
+                    lambda d: statistics.fmean(d) >= -DETECTION_MARGIN,
+                )
             )
     return out
-
-
-def _at_least(
-    text: str, m: str, runs: Sequence[Column], oracle: str, cam: str, what: str, *, higher: bool = True
-) -> PairedClaim:
-    """The oracle's effect is at least the ContraCAM variant's: the paired (oracle − ContraCAM) difference is
-    not below −2 s.e. (not above +2 s.e. for a quantity that should fall)."""
-    a, b = _values(runs, oracle), _values(runs, cam)
-    if a is None or b is None:
-        return PairedClaim(f"{text} ({m})", "metrics missing", "n/a")
-    diffs = [x - y for x, y in zip(a, b)]
-    measured = _fmt(diffs, f"{what}, oracle − ContraCAM variant")
-    if len(diffs) < 2:
-        return PairedClaim(f"{text} ({m})", measured, "n/a")
-    mean, se = _stats(diffs)
-    ok = (mean >= -2 * se) if higher else (mean <= 2 * se)
-    return PairedClaim(f"{text} ({m})", measured, "holds" if ok else "does not hold")
-
-
-def _within(text: str, runs: Sequence[Column], cur: str, base: str) -> PairedClaim:
-    a, b = _values(runs, cur), _values(runs, base)
-    if a is None or b is None:
-        return PairedClaim(text, "metrics missing", "n/a")
-    diffs = [x - y for x, y in zip(a, b)]
-    mean, _ = _stats(diffs)
-    if len(diffs) < 2:
-        return PairedClaim(text, _fmt(diffs, "bbox AP50, OA-Crop − vanilla"), "n/a")
-    return PairedClaim(
-        text, _fmt(diffs, "bbox AP50, OA-Crop − vanilla"), "holds" if mean >= -DETECTION_MARGIN else "does not hold"
-    )
 
 
 def to_json(runs: Mapping[int, Column], claims: Sequence[PairedClaim], command: str) -> dict[str, Any]:
