@@ -72,7 +72,7 @@ class BYOL(nn.Module):
 
     def online_parameters(self) -> list[nn.Parameter]:
         """The parameters the optimizer updates (online encoder, projector and predictor)."""
-        return [p for group in self.optimizer_groups() for p in group["params"]]
+        return [*self.encoder_online.parameters(), *self.projector_online.parameters(), *self.predictor.parameters()]
 
     def optimizer_groups(self) -> list[dict]:
         """:meth:`online_parameters` as optimizer groups, each with its ``lr_mult``: the predictor's is ``pred_lr_mult``."""
