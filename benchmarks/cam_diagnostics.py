@@ -4,18 +4,24 @@ For a MoCo backbone file and a fixed random subset of each training split (embed
 one row per (weights, expansion, NSR): the soft CAM's mean inside the ground-truth objects and
 outside, PxAP after one iteration and after five, and PxAP of the inverted map (1 − CAM: high
 when the CAM prefers the background). "random" is the same architecture and head drawn with
-seed 0 (:func:`oacl.cam.nulls.random_init_like`). Used for docs/benchmarks.md ("ContraCAM
-against null baselines").
+seed 0 (:func:`oacl.cam.nulls.random_init_like`). ``--supervised-steps N`` adds the ceiling
+control: the same architecture trained with labels for N steps on the pipeline's training set
+(``screen.train_supervised``), its linear classifier standing in for the projection head, so that
+ContraCAM's score is computed on class logits; its frozen-feature probe is printed first. Used for
+docs/benchmarks.md ("ContraCAM against null baselines").
 
     PYTHONPATH=src python benchmarks/cam_diagnostics.py --model artifacts/models/pretrain-moco/backbone.pt
-        [--params params.yaml] [--images 256] [--sets single multi]
+        [--params params.yaml] [--images 256] [--sets single multi] [--supervised-steps 900]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from oacl.cam.contracam import prepare_cam_model
 from oacl.cam.nulls import random_init_like
@@ -23,7 +29,12 @@ from oacl.cam.pipeline import ground_truth, open_cam_set, soft_masks
 from oacl.config import load_params
 from oacl.io.checkpoint import load_encoder_projector, read_backbone
 from oacl.localization import pxap
+from oacl.train.pretrain import open_train_set
 from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_learnability import probe  # noqa: E402
+from screen import train_supervised  # noqa: E402
 
 
 def main() -> None:
@@ -32,6 +43,7 @@ def main() -> None:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--sets", nargs="+", default=["single", "multi"])
+    p.add_argument("--supervised-steps", type=int, default=0, metavar="N", help="add a label-trained backbone")
     args = p.parse_args()
     params = load_params(args.params)
     info = read_backbone(args.model, method="moco")
@@ -41,6 +53,16 @@ def main() -> None:
         "trained": (enc, proj),
         "random": random_init_like(enc, proj, arch=info["arch"], stem=info["stem"], seed=0),
     }
+    if args.supervised_steps:
+        data, size = open_train_set(params)
+        sup, head, seconds = train_supervised(params, data, size, args.supervised_steps, seed=0)
+        row = probe(sup, Path(params.data.root), 0)
+        print(
+            f"# supervised, {args.supervised_steps} steps in {seconds:.0f} s: probe crops {row['crops']:.1f}, "
+            f"ORIGINAL {row['original']:.1f}, MIXED-RAND {row['mixed_rand']:.1f}",
+            flush=True,
+        )
+        weights["supervised"] = (sup.eval(), nn.Sequential(head).eval())
     print("| set | weights | expansion | NSR | CAM inside / outside | PxAP T=1 | PxAP of 1 − CAM | PxAP T=5 |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.sets:

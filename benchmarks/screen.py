@@ -85,8 +85,11 @@ def labels_of(data: Any) -> torch.Tensor:
     return torch.tensor([int(data[i]["label"]) for i in range(len(data))])
 
 
-def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int) -> tuple[nn.Module, float]:
-    """The backbone + a linear classifier, cross-entropy on the first view, SGD with the SSL schedule."""
+def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int) -> tuple[nn.Module, nn.Linear, float]:
+    """The backbone + a linear classifier, cross-entropy on the first view, SGD with the SSL schedule.
+
+    Returns (backbone, classifier, seconds).
+    """
     cfg = params.pretrain
     torch.manual_seed(seed)
     encoder = build_backbone(cfg.arch, cfg.stem)
@@ -117,7 +120,7 @@ def train_supervised(params: Params, data: Any, size: int, steps: int, seed: int
             step += 1
             if step >= steps:
                 break
-    return encoder, time.perf_counter() - t0
+    return encoder, head, time.perf_counter() - t0
 
 
 def train_ssl(
@@ -247,7 +250,7 @@ def main() -> None:
             continue
         for s in args.seeds:
             if what == "supervised":
-                enc, sec = train_supervised(params, data, size, args.steps, s)
+                enc, _, sec = train_supervised(params, data, size, args.steps, s)
                 steps = args.steps
             else:
 
