@@ -119,8 +119,13 @@ def report(
 def supervised(params: Params, steps: int, cache: Path | None) -> tuple[nn.Module, nn.Linear]:
     """The label-trained backbone and its classifier: read from ``cache`` when it exists, else trained (and kept)."""
     cfg = params.pretrain
+    made = {"steps": steps, "arch": cfg.arch, "stem": cfg.stem}
     if cache is not None and cache.is_file():
         state = torch.load(cache, map_location="cpu")
+        if state.get("made") != made:
+            raise SystemExit(
+                f"{cache} holds a model made with {state.get('made')}, not {made}: remove it or pick another"
+            )
         encoder, head = build_backbone(cfg.arch, cfg.stem), nn.Linear(*state["head_shape"])
         encoder.load_state_dict(state["encoder"])
         head.load_state_dict(state["head"])
@@ -133,6 +138,7 @@ def supervised(params: Params, steps: int, cache: Path | None) -> tuple[nn.Modul
             "encoder": encoder.state_dict(),
             "head": head.state_dict(),
             "head_shape": [head.in_features, head.out_features],
+            "made": made,
         }
         torch.save(state, cache)
     return encoder, head
