@@ -121,7 +121,7 @@ def supervised(params: Params, steps: int, cache: Path | None) -> tuple[nn.Modul
     cfg = params.pretrain
     made = {"steps": steps, "arch": cfg.arch, "stem": cfg.stem}
     if cache is not None and cache.is_file():
-        state = torch.load(cache, map_location="cpu")
+        state = torch.load(cache, map_location="cpu", weights_only=True)
         if state.get("made") != made:
             raise SystemExit(
                 f"{cache} holds a model made with {state.get('made')}, not {made}: remove it or pick another"
