@@ -32,6 +32,7 @@ from oacl.cam.contracam import classifier_cam, prepare_cam_model
 from oacl.cam.nulls import random_init_like
 from oacl.cam.pipeline import ground_truth, open_cam_set, soft_masks
 from oacl.config import Params, load_params
+from oacl.imaging import normalize
 from oacl.io.checkpoint import load_encoder_projector, read_backbone
 from oacl.localization import pxap
 from oacl.models.backbones import build_backbone
@@ -87,9 +88,7 @@ def main() -> None:
                     )
                     report(name, gt.masks, label, expand, nsr, by_t[1] / 255.0, by_t[5] / 255.0)
         if "supervised" in weights:
-            x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean)[:, None, None]) / (
-                torch.tensor(std)[:, None, None]
-            )
+            x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
             labels = torch.tensor([int(data[int(i)]["label"]) for i in idx])
             sup, head = weights["supervised"]
             for expand in (1, 2, 4):
