@@ -142,3 +142,36 @@ def test_cli_names_the_differing_param(tmp_path, capsys):
     src.write_text(json.dumps(shown(epochs=(60, 60, 12))))
     assert claims.main(["--from", str(src)]) == 2
     assert "differ in 'pretrain.moco.epochs'" in capsys.readouterr().err
+
+
+def test_cli_reads_project_folders_like_the_experiments(tmp_path, capsys):
+    """--dirs: one folder per seed (params.yaml, dvc.lock, metrics) judges as the same runs from `dvc exp show`."""
+    import hashlib
+
+    import yaml
+
+    dirs = []
+    for seed, state in enumerate([shown()[0], *(e["revs"][0] for e in shown()[1]["experiments"])]):
+        root = tmp_path / f"seed{seed}"
+        stages = {}
+        for path, source in state["data"]["metrics"].items():
+            data = json.dumps(source["data"]).encode()
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_bytes(data)
+            stages[path] = {
+                "cmd": "c",
+                "params": {"params.yaml": {"pretrain.seed": seed}},
+                "outs": [{"path": path, "md5": hashlib.md5(data).hexdigest()}],
+            }
+        (root / "params.yaml").write_text(yaml.safe_dump(state["data"]["params"]["params.yaml"]["data"]))
+        (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+        dirs.append(str(root))
+    out = tmp_path / "claims.json"
+    assert claims.main(["--dirs", *dirs, "--out", str(out), "--wall-s", "5400"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["seeds"] == [0, 1, 2] and doc["wall_s"] == 5400.0
+    runs = claims.by_seed(exps.columns(shown()))
+    assert doc["claims"] == [c.as_dict() for c in claims.paired_claims(list(runs.values()))]
+    capsys.readouterr()
+    assert claims.main(["--dirs", *dirs, "--from", "x.json"]) == 2
+    assert "--dirs reads folders" in capsys.readouterr().err

@@ -147,3 +147,120 @@ def test_curve_cli_prints_and_draws(tmp_path, capsys):
     assert lines[0] == "pmix,0.2,0.4,0.6"
     assert "probe crops moco-bgmix,66.5 (n=2),68.6,70.0" in lines
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------- project folders (workspace)
+
+
+def _md5(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.md5(data).hexdigest()
+
+
+def _project(root, *, seed: int = 0) -> None:
+    """generate -> pretrain@moco -> lineval@moco, and lineval@random, as `dvc repro` leaves them."""
+    import yaml
+
+    files = {
+        "artifacts/models/pretrain-moco/backbone.pt": b"weights of seed 0",
+        "artifacts/metrics/pretrain-moco.json": json.dumps({"loss": 5.25}).encode(),
+        "artifacts/metrics/lineval-moco.json": json.dumps({"crops": {"top1": 61.5}}).encode(),
+        "artifacts/metrics/lineval-random.json": json.dumps({"crops": {"top1": 62.4}}).encode(),
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    # a float as PyYAML writes it (1.0e-06) where the lock holds the text DVC wrote ('1e-06')
+    params = {"pretrain": {"seed": seed}, "lineval": {"seed": 0, "l2_range": [1e-06, 100000.0]}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    md5 = {rel: _md5(data) for rel, data in files.items()}
+    lineval_params = {"params.yaml": {"lineval": {"seed": 0, "l2_range": ["1e-06", 100000.0]}}}
+    data_dep = {"path": "data", "md5": "d41d8cd98f00b204e9800998ecf8427e.dir"}
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "generate": {"cmd": "g", "outs": [data_dep]},
+            "pretrain@moco": {
+                "cmd": "p",
+                "deps": [data_dep, {"path": "src/oacl/train/pretrain.py", "md5": "0" * 32}],
+                "params": {"params.yaml": {"pretrain.seed": 0}},
+                "outs": [
+                    {"path": "artifacts/models/pretrain-moco", "md5": "1" * 32 + ".dir"},
+                    {
+                        "path": "artifacts/metrics/pretrain-moco.json",
+                        "md5": md5["artifacts/metrics/pretrain-moco.json"],
+                    },
+                ],
+            },
+            "lineval@moco": {
+                "cmd": "l",
+                "deps": [
+                    {"path": "artifacts/models/pretrain-moco/backbone.pt", "md5": _md5(b"weights of seed 0")},
+                    data_dep,
+                ],
+                "params": lineval_params,
+                "outs": [
+                    {"path": "artifacts/metrics/lineval-moco.json", "md5": md5["artifacts/metrics/lineval-moco.json"]}
+                ],
+            },
+            "lineval@random": {
+                "cmd": "l",
+                "deps": [data_dep],
+                "params": lineval_params,
+                "outs": [
+                    {
+                        "path": "artifacts/metrics/lineval-random.json",
+                        "md5": md5["artifacts/metrics/lineval-random.json"],
+                    }
+                ],
+            },
+        },
+    }
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+
+
+def _files(col: exps.Column) -> set[str]:
+    return {k.split(":")[0] for k in col.metrics}
+
+
+def test_a_reproduced_folder_shows_its_params_and_every_metric(tmp_path):
+    _project(tmp_path)
+    col = exps.workspace(str(tmp_path))
+    assert col.label == str(tmp_path) and col.params["pretrain.seed"] == 0
+    assert col.metrics == {
+        "pretrain-moco.json:loss": 5.25,
+        "lineval-moco.json:crops.top1": 61.5,
+        "lineval-random.json:crops.top1": 62.4,
+    }
+
+
+def test_a_changed_param_hides_its_stage_and_everything_downstream(tmp_path):
+    import yaml
+
+    _project(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["pretrain"]["seed"] = 1  # `dvc repro` not run since
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    col = exps.workspace(str(tmp_path))
+    assert col.params["pretrain.seed"] == 1
+    assert _files(col) == {"lineval-random.json"}
+
+
+def test_an_upstream_file_changed_since_the_stage_ran_hides_it(tmp_path):
+    _project(tmp_path)
+    (tmp_path / "artifacts/models/pretrain-moco/backbone.pt").write_bytes(b"weights of another run")
+    assert _files(exps.workspace(str(tmp_path))) == {"pretrain-moco.json", "lineval-random.json"}
+
+
+def test_a_metrics_file_edited_by_hand_is_left_out(tmp_path):
+    _project(tmp_path)
+    (tmp_path / "artifacts/metrics/lineval-random.json").write_text(json.dumps({"crops": {"top1": 99.0}}))
+    assert _files(exps.workspace(str(tmp_path))) == {"pretrain-moco.json", "lineval-moco.json"}
+
+
+def test_a_folder_without_a_lock_is_named(tmp_path):
+    _project(tmp_path)
+    (tmp_path / "dvc.lock").unlink()
+    with pytest.raises(ValueError, match="no dvc.lock"):
+        exps.workspace(str(tmp_path))

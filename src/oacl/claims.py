@@ -13,6 +13,11 @@ against seed-to-seed variation, which is what a few-point effect has to clear::
     # ... when the queue is done:
     PYTHONPATH=src python -m oacl.claims --out docs/results/claims.json --md docs/results/claims.md
 
+or, with runs made in separate project folders (clones, other machines), ``--dirs DIR …``: each
+folder's ``params.yaml`` and the metrics its ``dvc.lock`` shows current (:func:`oacl.exps.workspace`:
+a folder where only some targets were rerun after a param change contributes those and nothing
+stale).
+
 It reads ``dvc exp show --json`` (or ``--from FILE`` with that output), groups the experiments by
 ``--seed-param`` (default ``pretrain.seed``), refuses a set whose other params differ (that would
 not be a comparison of like with like) and writes ``{"command", "seeds", "wall_s", "claims":
@@ -28,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oacl.exps import Column, columns, distinct, load_shown
+from oacl.exps import Column, columns, distinct, load_shown, workspace
 
 __all__ = ["PairedClaim", "by_seed", "paired_claims", "to_json", "to_markdown", "main"]
 
@@ -237,10 +242,13 @@ def paired_claims(runs: Sequence[Column]) -> list[PairedClaim]:
     return out
 
 
-def to_json(runs: Mapping[int, Column], claims: Sequence[PairedClaim], command: str) -> dict[str, Any]:
-    """The claims file: the command that produced the runs, the seeds, the stages' wall seconds summed."""
+def to_json(
+    runs: Mapping[int, Column], claims: Sequence[PairedClaim], command: str, wall_s: float | None = None
+) -> dict[str, Any]:
+    """The claims file: the command that produced the runs, the seeds, and ``wall_s`` (default: the
+    stages' wall seconds from each run's ``report.json``, summed)."""
     minutes = [c.metrics.get("report.json:wall_minutes") for c in runs.values()]
-    wall = sum(60.0 * m for m in minutes if isinstance(m, (int, float)))
+    wall = wall_s if wall_s is not None else sum(60.0 * m for m in minutes if isinstance(m, (int, float)))
     return {
         "command": command,
         "seeds": list(runs),
@@ -274,16 +282,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m oacl.claims", description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="source", help="a file with `dvc exp show --json` output (default: run it)")
+    p.add_argument(
+        "--dirs",
+        nargs="+",
+        metavar="DIR",
+        help="project folders to read instead (one per seed; see oacl.exps.workspace)",
+    )
+    p.add_argument("--wall-s", type=float, help="the wall seconds to record (default: the runs' report.json summed)")
     p.add_argument("--seed-param", default="pretrain.seed", help="the param that tells the paired runs apart")
     p.add_argument("--command", default="", help="the command that produced the runs, recorded in the file")
     p.add_argument("--out", help="write the claims JSON here")
     p.add_argument("--md", help="write the Markdown table here")
     args, passthrough = p.parse_known_args(argv)
-    shown = load_shown(args.source, passthrough, "oacl.claims")
-    if shown is None:
+    if args.dirs and (args.source or passthrough):
+        print("oacl.claims: --dirs reads folders; it takes no --from and no `dvc exp show` arguments", file=sys.stderr)
         return 2
     try:
-        runs = by_seed(columns(shown), args.seed_param)
+        if args.dirs:
+            cols = [workspace(d) for d in args.dirs]
+        else:
+            shown = load_shown(args.source, passthrough, "oacl.claims")
+            if shown is None:
+                return 2
+            cols = columns(shown)
+        runs = by_seed(cols, args.seed_param)
     except ValueError as err:
         print(f"oacl.claims: {err}", file=sys.stderr)
         return 2
@@ -291,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("oacl.claims: no experiment with metrics in `dvc exp show`", file=sys.stderr)
         return 2
     claims = paired_claims(list(runs.values()))
-    doc = to_json(runs, claims, args.command or f"seeds over {args.seed_param}")
+    doc = to_json(runs, claims, args.command or f"seeds over {args.seed_param}", wall_s=args.wall_s)
     text = to_markdown(doc)
     if args.out:
         write_json(args.out, doc)

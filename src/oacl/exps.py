@@ -216,6 +216,93 @@ def plot_curve(lines: Mapping[str, Sequence[tuple[float, float, int]]], param: s
     save_png(fig, path)
 
 
+_MISSING = object()
+
+
+def _as_text(value: Any) -> Any:
+    """A params tree with every leaf as text: DVC's lock and PyYAML may read a leaf differently
+    (``'1e-06'`` vs ``1e-06``), the text is the same."""
+    if isinstance(value, Mapping):
+        return {str(k): _as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    return str(value)
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def _md5(file: Any) -> str:
+    import hashlib
+
+    return hashlib.md5(file.read_bytes()).hexdigest()
+
+
+def workspace(path: str, metrics_dir: str = "artifacts/metrics") -> Column:
+    """A project folder as one column: its ``params.yaml`` and the metrics its ``dvc.lock`` vouches for.
+
+    A metrics file (a ``.json`` output of a stage, in ``metrics_dir``) counts only when its content
+    matches the lock, and the lock entries of its stage and of every stage upstream were made with
+    the folder's current params, each dependency's recorded hash equal to the one its producing
+    stage recorded. So a folder in which ``dvc repro`` ran some targets after a param change shows
+    what those targets made and nothing left over from the earlier value. ValueError names a folder
+    without ``params.yaml`` or ``dvc.lock``.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(path)
+    for name in ("params.yaml", "dvc.lock"):
+        if not (root / name).is_file():
+            raise ValueError(f"{path}: no {name} (a project folder after `dvc repro` has both)")
+    stages = (yaml.safe_load((root / "dvc.lock").read_text()) or {}).get("stages") or {}
+    producer = {o["path"]: (name, o.get("md5")) for name, e in stages.items() for o in e.get("outs") or []}
+    files: dict[str, Any] = {}
+
+    def current(stage: str, memo: dict[str, bool]) -> bool:
+        if stage not in memo:
+            memo[stage] = False  # a cycle is not a valid lock
+            entry = stages[stage]
+            ok = True
+            for file, keys in (entry.get("params") or {}).items():
+                if file not in files:
+                    files[file] = yaml.safe_load((root / file).read_text()) if (root / file).is_file() else {}
+                ok = ok and all(_as_text(_lookup(files[file], k)) == _as_text(v) for k, v in keys.items())
+            for dep in entry.get("deps") or []:
+                ok = ok and dep_current(dep, memo)
+            memo[stage] = ok
+        return memo[stage]
+
+    def dep_current(dep: Mapping[str, Any], memo: dict[str, bool]) -> bool:
+        dep_path = dep["path"]
+        if dep_path in producer:  # an output itself (a file or a folder): the hash the producer recorded
+            stage, md5 = producer[dep_path]
+            return dep.get("md5") == md5 and current(stage, memo)
+        for out, (stage, _) in producer.items():  # a file inside an output folder: its hash now
+            if dep_path.startswith(out + "/"):
+                file = root / dep_path
+                return file.is_file() and _md5(file) == dep.get("md5") and current(stage, memo)
+        return True  # a source file or a param file: not made by a stage
+
+    memo: dict[str, bool] = {}
+    params = dict(_flatten(yaml.safe_load((root / "params.yaml").read_text()) or {}))
+    metrics: dict[str, Any] = {}
+    for out, (stage, md5) in sorted(producer.items()):
+        file = root / out
+        if not (out.startswith(metrics_dir.rstrip("/") + "/") and out.endswith(".json") and file.is_file()):
+            continue
+        if _md5(file) != md5 or not current(stage, memo):
+            continue
+        metrics.update({f"{file.name}:{k}": v for k, v in _flatten(json.loads(file.read_text()))})
+    return Column(str(path), params, metrics)
+
+
 def load_shown(source: str | None, passthrough: Sequence[str], prog: str) -> list[Any] | None:
     """``dvc exp show --json`` output: read from ``source``, else run it with ``passthrough``; None
     (after one message on stderr, prefixed ``prog``) when that command fails."""
