@@ -1,0 +1,105 @@
+"""Paired training seeds in separate project folders, for the claims on paired seeds (issue 18).
+
+``dvc exp run -S pretrain.seed=N`` of the whole DAG is the plain way to get paired seeds. When only
+part of the DAG is worth rerunning per seed (one method, the oracle variants), an experiment run on
+targets keeps the other stages' metrics of the base seed in its commit, and ``dvc exp show`` cannot
+tell them apart. This script makes one copy of the project folder per seed instead — the workspace
+with its outputs, sharing this project's DVC cache, so what a seed has in common with the others is
+restored rather than rerun — sets the seed param in the copy's ``params.yaml`` (comments kept) and
+runs ``dvc repro`` on the targets there. ``python -m oacl.claims --dirs`` then reads each folder's
+metrics that its ``dvc.lock`` shows current, and nothing stale::
+
+    PYTHONPATH=src python benchmarks/paired_seeds.py --seeds 1 2 --root /tmp/seeds \\
+        --targets lineval@moco shift@moco lineval@moco-oacrop shift@moco-oacrop
+    PYTHONPATH=src python -m oacl.claims --dirs . /tmp/seeds/seed1 /tmp/seeds/seed2 \\
+        --out docs/results/claims.json --md docs/results/claims.md
+
+The project folder itself is the base seed's run (``dvc repro`` there first). Each copy gets
+``paired_seeds.json`` with its seed, targets, wall seconds and exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+# not copied: the shared cache, DVC's scratch space, environments and tool caches
+SKIP = (".dvc/cache", ".dvc/tmp", ".venv", "venv", ".ruff_cache", ".pytest_cache", "__pycache__")
+
+
+def set_param(params_file: Path, key: str, value: object) -> None:
+    """Set the dotted ``key`` of a YAML file to ``value``, keeping its comments and layout.
+
+    KeyError names a key the file does not have (a typo would otherwise add a param no stage reads).
+    """
+    from ruamel.yaml import YAML
+
+    rt = YAML(typ="rt")  # round trip: keeps comments; builds only YAML nodes, no Python objects (safe)
+    doc = rt.load(params_file.read_text())
+    *parents, leaf = key.split(".")
+    node = doc
+    for i, part in enumerate(parents):
+        if not hasattr(node, "get") or part not in node:
+            raise KeyError(f"{params_file}: no {'.'.join(parents[: i + 1])!r}")
+        node = node[part]
+    if not hasattr(node, "get") or leaf not in node:
+        raise KeyError(f"{params_file}: no {key!r}")
+    node[leaf] = value
+    tmp = params_file.with_name(params_file.name + ".tmp")
+    with tmp.open("w") as f:
+        rt.dump(doc, f)
+    tmp.replace(params_file)
+
+
+def _ignore(project: Path, root: Path):
+    skip = {project / s for s in SKIP}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        here = Path(folder)
+        return {n for n in names if here / n in skip or n in SKIP or (here / n).resolve() == root.resolve()}
+
+    return ignore
+
+
+def copy_project(project: Path, dest: Path, root: Path) -> None:
+    """``project`` to ``dest`` without the :data:`SKIP` folders (or ``root``), its cache made ``project``'s."""
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists; remove it or choose another --root")
+    shutil.copytree(project, dest, symlinks=True, ignore=_ignore(project, root))
+    cache = (project / ".dvc" / "cache").resolve()
+    subprocess.run(["dvc", "cache", "dir", "--local", str(cache)], cwd=dest, check=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds to run (the project is the base one)")
+    p.add_argument("--targets", nargs="+", required=True, help="`dvc repro` targets in each copy")
+    p.add_argument("--root", required=True, help="folder for the copies (seed<N> each)")
+    p.add_argument("--param", default="pretrain.seed", help="the seed param (dotted key of params.yaml)")
+    p.add_argument("--project", default=".", help="the project folder to copy (default: here)")
+    args = p.parse_args(argv)
+    project, root = Path(args.project).resolve(), Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    status = 0
+    for seed in args.seeds:
+        dest = root / f"seed{seed}"
+        copy_project(project, dest, root)
+        set_param(dest / "params.yaml", args.param, seed)
+        t0 = time.perf_counter()
+        rc = subprocess.run(["dvc", "repro", *args.targets], cwd=dest).returncode
+        wall = time.perf_counter() - t0
+        record = {"seed": seed, "param": args.param, "targets": args.targets, "wall_s": round(wall, 1), "rc": rc}
+        (dest / "paired_seeds.json").write_text(json.dumps(record, indent=1) + "\n")
+        print(f"paired_seeds: {args.param} = {seed}: `dvc repro` exit {rc} after {wall:.0f} s in {dest}", flush=True)
+        status = status or rc
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

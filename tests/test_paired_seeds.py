@@ -1,0 +1,66 @@
+"""benchmarks/paired_seeds.py: the seed set in a copy's params.yaml, comments kept; what a copy leaves out."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_seeds.py"
+spec = importlib.util.spec_from_file_location("paired_seeds", SCRIPT)
+paired_seeds = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(paired_seeds)
+
+PARAMS = """\
+pmix: 0.4   # probability of background mixup
+pretrain:
+  seed: 0                 # the training seed
+  moco:
+    epochs: 12
+lineval:
+  seed: 0                 # the probe's own seed
+"""
+
+
+def test_set_param_changes_one_value_and_keeps_the_comments(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text(PARAMS)
+    paired_seeds.set_param(f, "pretrain.seed", 2)
+    text = f.read_text()
+    assert text == PARAMS.replace(
+        "  seed: 0                 # the training seed", "  seed: 2                 # the training seed"
+    )
+    assert yaml.safe_load(text)["lineval"]["seed"] == 0
+
+
+def test_set_param_refuses_a_key_the_file_lacks(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text(PARAMS)
+    with pytest.raises(KeyError, match="'pretrain.sed'"):
+        paired_seeds.set_param(f, "pretrain.sed", 1)
+    with pytest.raises(KeyError, match="'pretrian'"):
+        paired_seeds.set_param(f, "pretrian.seed", 1)
+    assert f.read_text() == PARAMS
+
+
+def test_a_copy_leaves_out_the_cache_the_environment_and_the_copies_themselves(tmp_path):
+    project = tmp_path / "project"
+    for rel in (
+        "params.yaml",
+        "data/a.npy",
+        ".dvc/config",
+        ".dvc/cache/files/md5/ab",
+        ".venv/bin/python",
+        "src/oacl/__pycache__/x.pyc",
+        "src/oacl/x.py",
+        "seeds/seed1/params.yaml",
+    ):
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text(rel)
+    dest = tmp_path / "copy"
+    shutil.copytree(project, dest, ignore=paired_seeds._ignore(project, project / "seeds"))
+    got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert got == [".dvc/config", "data/a.npy", "params.yaml", "src/oacl/x.py"]
