@@ -134,6 +134,10 @@ def test_cli_writes_the_claims_file(tmp_path, capsys):
     assert {"text", "measured", "verdict"} == set(doc["claims"][0])
     held = sum(c["verdict"] == "holds" for c in doc["claims"])
     assert f"{held} of {len(doc['claims'])} claims hold" in md.read_text()
+    # the per-model table: crops 65 / 66 / 66 -> mean 65.7, s.d. 0.577, s.e. 0.33; files it lacks: –
+    assert "| moco-oacrop | 65.7 ± 0.3 (3) | – | – | – |" in md.read_text()
+    assert "| moco-bgmix | – | – | 21.8 ± 0.4 (3) | 28.2 ± 0.6 (3) |" in md.read_text()
+    assert md.read_text().index("| random |") < md.read_text().index("| byol |") < md.read_text().index("| moco |")
     assert "| BG-Mixup lowers the BG-Gap (moco) |" in capsys.readouterr().out
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from oacl.exps import Column, columns, distinct, load_shown, workspace
 
-__all__ = ["PairedClaim", "by_seed", "paired_claims", "to_json", "to_markdown", "main"]
+__all__ = ["PairedClaim", "by_seed", "paired_claims", "model_table", "to_json", "to_markdown", "main"]
 
 METHODS = ("moco", "byol")
 DEBIASED = ("oacrop", "oacrop_gt", "bgmix", "hardmix", "hardmix_gt")
@@ -257,7 +257,43 @@ def to_json(
     }
 
 
-def to_markdown(doc: Mapping[str, Any]) -> str:
+# the per-model table of the Markdown: (metrics file prefix, key, column)
+MODEL_COLUMNS = (
+    ("lineval", "crops.top1", "crops"),
+    ("lineval", "original.top1", "ORIGINAL"),
+    ("shift", "bg/mixed_rand/top1", "MIXED-RAND"),
+    ("shift", "bg_gap", "BG-Gap"),
+)
+
+
+def model_table(runs: Sequence[Column]) -> list[str]:
+    """Markdown rows: each model's headline numbers as mean ± s.e. over the runs that have them (n)."""
+    models = sorted(
+        {
+            k.split(":")[0][len(f) + 1 : -len(".json")]
+            for r in runs
+            for k in r.metrics
+            for f, _, _ in MODEL_COLUMNS
+            if k.startswith(f + "-")
+        },
+        key=lambda m: (m != "random", m.split("-")[0], m),
+    )
+    rows = ["| model | " + " | ".join(c for _, _, c in MODEL_COLUMNS) + " |", "|---" * (len(MODEL_COLUMNS) + 1) + "|"]
+    for m in models:
+        cells = []
+        for file, key, _ in MODEL_COLUMNS:
+            vals = [float(v) for r in runs if isinstance(v := r.metrics.get(f"{file}-{m}.json:{key}"), (int, float))]
+            if not vals:
+                cells.append("–")
+                continue
+            mean, se = _stats(vals)
+            cells.append(f"{mean:.1f}" + ("" if math.isnan(se) else f" ± {se:.1f}") + f" ({len(vals)})")
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def to_markdown(doc: Mapping[str, Any], runs: Sequence[Column] = ()) -> str:
+    """The claims table; with ``runs``, first each model's numbers as mean ± s.e. over the seeds."""
     held = sum(c["verdict"] == "holds" for c in doc["claims"])
     lines = [
         "# Claims on paired seeds",
@@ -268,6 +304,16 @@ def to_markdown(doc: Mapping[str, Any]) -> str:
         f"{held} of {len(doc['claims'])} claims hold. A claim holds when the mean paired difference lies "
         "beyond 2 s.e. over seeds in the claimed direction (debiased models also beyond the random-init control).",
         "",
+        *(
+            [
+                "Per model: top-1 % (linear probe) and BG-Gap, mean ± s.e. over seeds (how many seeds have it).",
+                "",
+                *model_table(runs),
+                "",
+            ]
+            if runs
+            else []
+        ),
         "| claim | measured | verdict |",
         "|---|---|---|",
         *(f"| {c['text']} | {c['measured']} | {c['verdict']} |" for c in doc["claims"]),
@@ -314,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     claims = paired_claims(list(runs.values()))
     doc = to_json(runs, claims, args.command or f"seeds over {args.seed_param}", wall_s=args.wall_s)
-    text = to_markdown(doc)
+    text = to_markdown(doc, list(runs.values()))
     if args.out:
         write_json(args.out, doc)
     if args.md:
