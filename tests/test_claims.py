@@ -108,6 +108,24 @@ def test_one_seed_decides_nothing():
     assert {c.verdict for c in claims.paired_claims(list(runs.values())) if "AP50 is at least" not in c.text} == {"n/a"}
 
 
+def test_a_model_missing_in_some_seeds_is_not_judged():
+    """Seeds where only part of the DAG reran (BYOL and detection in seed 0 alone): n/a, never a
+    verdict from the seeds that happen to have the numbers."""
+    data = shown()
+    for exp in data[1]["experiments"]:
+        metrics = exp["revs"][0]["data"]["metrics"]
+        for stem in ("lineval-byol", "lineval-byol-oacrop", "detect-moco", "detect-moco-oacrop"):
+            del metrics[f"artifacts/metrics/{stem}.json"]
+    got = {c.text: c for c in claims.paired_claims(list(claims.by_seed(exps.columns(data)).values()))}
+    for text in (
+        "OA-Crop (ContraCAM boxes) improves the object-crop probe (byol)",
+        "Detection informs: the vanilla AP50 is at least 20 (moco)",
+        "OA-Crop does not hurt detection, within 2 AP50 (moco)",
+    ):
+        assert (got[text].measured, got[text].verdict) == ("metrics missing", "n/a")
+    assert got["OA-Crop (ContraCAM boxes) improves the object-crop probe (moco)"].verdict == "holds"
+
+
 def test_runs_that_differ_in_another_param_are_refused():
     with pytest.raises(ValueError, match="differ in 'pretrain.moco.epochs'"):
         claims.by_seed(exps.columns(shown(epochs=(60, 12, 60))))
