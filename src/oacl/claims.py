@@ -291,16 +291,22 @@ def model_table(runs: Sequence[Column]) -> list[str]:
     return rows
 
 
+def _count(doc: Mapping[str, Any], verdict: str) -> int:
+    return sum(c["verdict"] == verdict for c in doc["claims"])
+
+
 def to_markdown(doc: Mapping[str, Any], runs: Sequence[Column] = ()) -> str:
     """The claims table; with ``runs``, first each model's numbers as mean ± s.e. over the seeds."""
-    held = sum(c["verdict"] == "holds" for c in doc["claims"])
+    held = _count(doc, "holds")
     lines = [
         "# Claims on paired seeds",
         "",
-        f"Seeds {', '.join(map(str, doc['seeds']))}; the stages' wall time summed over the runs "
+        f"Seeds {', '.join(map(str, doc['seeds']))}; wall time "
         f"{doc['wall_s'] / 60:.1f} min. Command: `{doc['command']}`.",
         "",
-        f"{held} of {len(doc['claims'])} claims hold. A claim holds when the mean paired difference lies "
+        f"{held} of {len(doc['claims'])} claims hold"
+        + (f" ({na} not judged: a metric missing in some seed, or one seed)" if (na := _count(doc, "n/a")) else "")
+        + ". A claim holds when the mean paired difference lies "
         "beyond 2 s.e. over seeds in the claimed direction (debiased models also beyond the random-init control).",
         "",
         *(
