@@ -264,3 +264,21 @@ def test_a_folder_without_a_lock_is_named(tmp_path):
     (tmp_path / "dvc.lock").unlink()
     with pytest.raises(ValueError, match="no dvc.lock"):
         exps.workspace(str(tmp_path))
+
+
+def test_cli_shows_project_folders_side_by_side(tmp_path, capsys):
+    import yaml
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        root.mkdir()
+        _project(root)
+    params = yaml.safe_load((b / "params.yaml").read_text())
+    params["pretrain"]["seed"] = 1
+    (b / "params.yaml").write_text(yaml.safe_dump(params))
+    assert exps.main(["--dirs", str(a), str(b), "--all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["params:", "pretrain.seed", "0", "1"]
+    assert lines[2].split() == ["probe", "crops", "moco", "61.5", "–"]  # b's lineval-moco predates its seed
+    assert exps.main(["--dirs", str(tmp_path / "nowhere")]) == 2
+    assert "no params.yaml" in capsys.readouterr().err

@@ -361,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"oacl.claims: {err}", file=sys.stderr)
         return 2
     if not runs:
-        print("oacl.claims: no experiment with metrics in `dvc exp show`", file=sys.stderr)
+        print("oacl.claims: no run with metrics (in `dvc exp show`, or in the --dirs folders)", file=sys.stderr)
         return 2
     claims = paired_claims(list(runs.values()))
     doc = to_json(runs, claims, args.command or f"seeds over {args.seed_param}", wall_s=args.wall_s)

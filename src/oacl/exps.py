@@ -9,10 +9,11 @@ changed parameter and per headline metric, with short names::
     PYTHONPATH=src python -m oacl.exps --all           # every headline metric
     PYTHONPATH=src python -m oacl.exps --csv -A        # other arguments go to `dvc exp show`
     PYTHONPATH=src python -m oacl.exps --curve pmix --out pmix.png   # headline numbers against a param
+    PYTHONPATH=src python -m oacl.exps --dirs . ../seeds/seed1       # project folders (workspace())
 
 Values are rounded to one decimal (numbers below 1 to four significant digits), and "differs"
 means differs at that rounding. It reads ``dvc exp show --json`` (or ``--from FILE`` with that
-output) and touches nothing.
+output, or ``--dirs`` project folders) and touches nothing.
 """
 
 from __future__ import annotations
@@ -250,8 +251,9 @@ def workspace(path: str, metrics_dir: str = "artifacts/metrics") -> Column:
     matches the lock, and the lock entries of its stage and of every stage upstream were made with
     the folder's current params, each dependency's recorded hash equal to the one its producing
     stage recorded. So a folder in which ``dvc repro`` ran some targets after a param change shows
-    what those targets made and nothing left over from the earlier value. ValueError names a folder
-    without ``params.yaml`` or ``dvc.lock``.
+    what those targets made and nothing left over from the earlier value. Source files are not
+    hashed (an edited module shows in ``dvc status``, not here). ValueError names a folder without
+    ``params.yaml`` or ``dvc.lock``.
     """
     from pathlib import Path
 
@@ -323,14 +325,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--all", action="store_true", help="every headline metric, not only the ones that differ")
     p.add_argument("--csv", action="store_true", help="comma-separated instead of aligned text")
     p.add_argument("--from", dest="source", help="a file with `dvc exp show --json` output (default: run it)")
+    p.add_argument("--dirs", nargs="+", metavar="DIR", help="project folders instead, one column each (workspace())")
     p.add_argument("--curve", metavar="PARAM", help="BG-Gap, MIXED-RAND, crops and mix rate against this param")
     p.add_argument("--models", default="bgmix", help="with --curve: models whose name contains this (default bgmix)")
     p.add_argument("--out", help="with --curve: also draw it to this PNG")
     args, passthrough = p.parse_known_args(argv)
-    shown = load_shown(args.source, passthrough, "oacl.exps")
-    if shown is None:
-        return 2
-    cols = columns(shown)
+    if args.dirs:
+        try:
+            cols = [workspace(d) for d in args.dirs]
+        except ValueError as err:
+            print(f"oacl.exps: {err}", file=sys.stderr)
+            return 2
+    else:
+        shown = load_shown(args.source, passthrough, "oacl.exps")
+        if shown is None:
+            return 2
+        cols = columns(shown)
     if not cols:
         print("oacl.exps: no experiment with data in `dvc exp show`", file=sys.stderr)
         return 2
