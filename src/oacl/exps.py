@@ -238,10 +238,10 @@ def _lookup(tree: Any, dotted: str) -> Any:
     return tree
 
 
-def _md5(file: Any) -> str:
+def _md5(data: bytes) -> str:
     import hashlib
 
-    return hashlib.md5(file.read_bytes()).hexdigest()
+    return hashlib.md5(data).hexdigest()
 
 
 def workspace(path: str, metrics_dir: str = "artifacts/metrics") -> Column:
@@ -265,43 +265,47 @@ def workspace(path: str, metrics_dir: str = "artifacts/metrics") -> Column:
             raise ValueError(f"{path}: no {name} (a project folder after `dvc repro` has both)")
     stages = (yaml.safe_load((root / "dvc.lock").read_text()) or {}).get("stages") or {}
     producer = {o["path"]: (name, o.get("md5")) for name, e in stages.items() for o in e.get("outs") or []}
-    files: dict[str, Any] = {}
+    files: dict[str, Any] = {}  # param files, each read once
 
-    def current(stage: str, memo: dict[str, bool]) -> bool:
+    def param_file(name: str) -> Any:
+        if name not in files:
+            files[name] = yaml.safe_load((root / name).read_text()) if (root / name).is_file() else {}
+        return files[name]
+
+    memo: dict[str, bool] = {}
+
+    def current(stage: str) -> bool:
         if stage not in memo:
             memo[stage] = False  # a cycle is not a valid lock
             entry = stages[stage]
-            ok = True
-            for file, keys in (entry.get("params") or {}).items():
-                if file not in files:
-                    files[file] = yaml.safe_load((root / file).read_text()) if (root / file).is_file() else {}
-                ok = ok and all(_as_text(_lookup(files[file], k)) == _as_text(v) for k, v in keys.items())
-            for dep in entry.get("deps") or []:
-                ok = ok and dep_current(dep, memo)
-            memo[stage] = ok
+            memo[stage] = all(
+                _as_text(_lookup(param_file(file), k)) == _as_text(v)
+                for file, keys in (entry.get("params") or {}).items()
+                for k, v in keys.items()
+            ) and all(dep_current(dep) for dep in entry.get("deps") or [])
         return memo[stage]
 
-    def dep_current(dep: Mapping[str, Any], memo: dict[str, bool]) -> bool:
+    def dep_current(dep: Mapping[str, Any]) -> bool:
         dep_path = dep["path"]
         if dep_path in producer:  # an output itself (a file or a folder): the hash the producer recorded
             stage, md5 = producer[dep_path]
-            return dep.get("md5") == md5 and current(stage, memo)
+            return dep.get("md5") == md5 and current(stage)
         for out, (stage, _) in producer.items():  # a file inside an output folder: its hash now
             if dep_path.startswith(out + "/"):
                 file = root / dep_path
-                return file.is_file() and _md5(file) == dep.get("md5") and current(stage, memo)
+                return file.is_file() and _md5(file.read_bytes()) == dep.get("md5") and current(stage)
         return True  # a source file or a param file: not made by a stage
 
-    memo: dict[str, bool] = {}
-    params = dict(_flatten(yaml.safe_load((root / "params.yaml").read_text()) or {}))
+    params = dict(_flatten(param_file("params.yaml") or {}))
     metrics: dict[str, Any] = {}
+    prefix = metrics_dir.rstrip("/") + "/"
     for out, (stage, md5) in sorted(producer.items()):
         file = root / out
-        if not (out.startswith(metrics_dir.rstrip("/") + "/") and out.endswith(".json") and file.is_file()):
+        if not (out.startswith(prefix) and out.endswith(".json") and file.is_file()):
             continue
-        if _md5(file) != md5 or not current(stage, memo):
-            continue
-        metrics.update({f"{file.name}:{k}": v for k, v in _flatten(json.loads(file.read_text()))})
+        data = file.read_bytes()
+        if _md5(data) == md5 and current(stage):
+            metrics.update({f"{file.name}:{k}": v for k, v in _flatten(json.loads(data))})
     return Column(str(path), params, metrics)
 
 
