@@ -33,6 +33,7 @@ from oacl.cam.nulls import random_init_like
 from oacl.cam.pipeline import ground_truth, open_cam_set, soft_masks
 from oacl.config import Params, load_params
 from oacl.imaging import normalize
+from oacl.io.atomic import atomic_path
 from oacl.io.checkpoint import load_encoder_projector, read_backbone
 from oacl.localization import pxap
 from oacl.models.backbones import build_backbone
@@ -139,7 +140,8 @@ def supervised(params: Params, steps: int, cache: Path | None) -> tuple[nn.Modul
             "head_shape": [head.in_features, head.out_features],
             "made": made,
         }
-        torch.save(state, cache)
+        with atomic_path(cache) as tmp:
+            torch.save(state, tmp)
     return encoder, head
 
 

@@ -21,13 +21,15 @@ The project folder itself is the base seed's run (``dvc repro`` there first). Ea
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from oacl.io.atomic import write_json, write_text
 
 # not copied: the shared cache, DVC's scratch space, environments and tool caches
 SKIP = (".dvc/cache", ".dvc/tmp", ".venv", "venv", ".ruff_cache", ".pytest_cache", "__pycache__")
@@ -51,10 +53,9 @@ def set_param(params_file: Path, key: str, value: object) -> None:
     if not hasattr(node, "get") or leaf not in node:
         raise KeyError(f"{params_file}: no {key!r}")
     node[leaf] = value
-    tmp = params_file.with_name(params_file.name + ".tmp")
-    with tmp.open("w") as f:
-        rt.dump(doc, f)
-    tmp.replace(params_file)
+    text = io.StringIO()
+    rt.dump(doc, text)
+    write_text(params_file, text.getvalue())
 
 
 def _ignore(project: Path, root: Path):
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = subprocess.run(["dvc", "repro", *args.targets], cwd=dest).returncode
         wall = time.perf_counter() - t0
         record = {"seed": seed, "param": args.param, "targets": args.targets, "wall_s": round(wall, 1), "rc": rc}
-        (dest / "paired_seeds.json").write_text(json.dumps(record, indent=1) + "\n")
+        write_json(dest / "paired_seeds.json", record)
         print(f"paired_seeds: {args.param} = {seed}: `dvc repro` exit {rc} after {wall:.0f} s in {dest}", flush=True)
         status = status or rc
     return status
