@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oacl.exps import Column, columns, distinct, load_shown, workspace
+from oacl.exps import Column, columns, distinct, headline_keys, load_shown, workspace
 
 __all__ = ["PairedClaim", "by_seed", "paired_claims", "model_table", "to_json", "to_markdown", "main"]
 
@@ -256,39 +256,35 @@ def to_json(
     }
 
 
-# the per-model table of the Markdown: (metrics file prefix, key, column)
-MODEL_COLUMNS = (
-    ("lineval", "crops.top1", "crops"),
-    ("lineval", "original.top1", "ORIGINAL"),
-    ("shift", "bg/mixed_rand/top1", "MIXED-RAND"),
-    ("shift", "bg_gap", "BG-Gap"),
-)
+# the per-model table of the Markdown: these headline panels of oacl.exps.HEADLINE, in this order
+MODEL_PANELS = ("probe crops", "probe ORIGINAL", "MIXED-RAND", "BG-Gap")
 
 
 def model_table(runs: Sequence[Column]) -> list[str]:
     """Markdown rows: each model's headline numbers as mean ± s.e. over the runs that have them (n)."""
-    models = sorted(
-        {
-            k.split(":")[0][len(f) + 1 : -len(".json")]
-            for r in runs
-            for k in r.metrics
-            for f, _, _ in MODEL_COLUMNS
-            if k.startswith(f + "-")
-        },
-        key=lambda m: (m != "random", m.split("-")[0], m),
-    )
-    rows = ["| model | " + " | ".join(c for _, _, c in MODEL_COLUMNS) + " |", "|---" * (len(MODEL_COLUMNS) + 1) + "|"]
-    for m in models:
+    by_model: dict[str, dict[str, str]] = {}  # model -> panel -> flat metric key
+    for key, label in headline_keys(dict.fromkeys(k for r in runs for k in r.metrics)):
+        panel, model = label.rsplit(" ", 1)
+        if panel in MODEL_PANELS:
+            by_model.setdefault(model, {})[panel] = key
+    rows = ["| model | " + " | ".join(MODEL_PANELS) + " |", "|---" * (len(MODEL_PANELS) + 1) + "|"]
+    for model in sorted(by_model, key=lambda m: (m != "random", m.split("-")[0], m)):
         cells = []
-        for file, key, _ in MODEL_COLUMNS:
-            vals = [float(v) for r in runs if isinstance(v := r.metrics.get(f"{file}-{m}.json:{key}"), (int, float))]
+        for panel in MODEL_PANELS:
+            vals = _values_present(runs, by_model[model].get(panel))
             if not vals:
                 cells.append("–")
                 continue
             mean, se = _stats(vals)
             cells.append(f"{mean:.1f}" + ("" if math.isnan(se) else f" ± {se:.1f}") + f" ({len(vals)})")
-        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+        rows.append(f"| {model} | " + " | ".join(cells) + " |")
     return rows
+
+
+def _values_present(runs: Sequence[Column], key: str | None) -> list[float]:
+    """``key``'s numbers in the runs that have it (none for no key)."""
+    vals = [r.metrics.get(key) for r in runs] if key else []
+    return [float(v) for v in vals if isinstance(v, (int, float))]
 
 
 def _count(doc: Mapping[str, Any], verdict: str) -> int:
