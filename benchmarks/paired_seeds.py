@@ -15,7 +15,13 @@ metrics that its ``dvc.lock`` shows current, and nothing stale::
         --out docs/results/claims.json --md docs/results/claims.md
 
 The project folder itself is the base seed's run (``dvc repro`` there first). Each copy gets
-``paired_seeds.json`` with its seed, targets, wall seconds and exit status.
+``paired_seeds.json`` with the param and its value, the targets, wall seconds and exit status.
+
+``--param`` sets another param instead: a curve against ``pmix`` from one seed's folder (copies
+``pmix0.2``, ``pmix0.6``, ...), read by ``python -m oacl.exps --dirs … --curve pmix``::
+
+    PYTHONPATH=src python benchmarks/paired_seeds.py --param pmix --values 0 0.2 0.6 0.8 \\
+        --root /tmp/pmix/seed0 --targets lineval@moco-bgmix shift@moco-bgmix
 """
 
 from __future__ import annotations
@@ -58,6 +64,19 @@ def set_param(params_file: Path, key: str, value: object) -> None:
     write_text(params_file, text.getvalue())
 
 
+def number(text: str) -> int | float:
+    """A command-line value as YAML would read it: ``2`` an int, ``0.2`` a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def copy_name(param: str, value: int | float) -> str:
+    """The copy's folder name: the param's last part and the value (``seed1``, ``pmix0.2``)."""
+    return f"{param.rsplit('.', 1)[-1]}{value}"
+
+
 def _ignore(project: Path, root: Path):
     skip = {project / s for s in SKIP}
 
@@ -79,25 +98,33 @@ def copy_project(project: Path, dest: Path, root: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds to run (the project is the base one)")
+    p.add_argument(
+        "--seeds",
+        "--values",
+        dest="values",
+        type=number,
+        nargs="+",
+        required=True,
+        help="values of --param to run, one copy each (the project folder is the base value)",
+    )
     p.add_argument("--targets", nargs="+", required=True, help="`dvc repro` targets in each copy")
-    p.add_argument("--root", required=True, help="folder for the copies (seed<N> each)")
-    p.add_argument("--param", default="pretrain.seed", help="the seed param (dotted key of params.yaml)")
+    p.add_argument("--root", required=True, help="folder for the copies (seed<N>, pmix<x>, ...: copy_name)")
+    p.add_argument("--param", default="pretrain.seed", help="the param to set (dotted key of params.yaml)")
     p.add_argument("--project", default=".", help="the project folder to copy (default: here)")
     args = p.parse_args(argv)
     project, root = Path(args.project).resolve(), Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
     status = 0
-    for seed in args.seeds:
-        dest = root / f"seed{seed}"
+    for value in args.values:
+        dest = root / copy_name(args.param, value)
         copy_project(project, dest, root)
-        set_param(dest / "params.yaml", args.param, seed)
+        set_param(dest / "params.yaml", args.param, value)
         t0 = time.perf_counter()
         rc = subprocess.run(["dvc", "repro", *args.targets], cwd=dest).returncode
         wall = time.perf_counter() - t0
-        record = {"seed": seed, "param": args.param, "targets": args.targets, "wall_s": round(wall, 1), "rc": rc}
+        record = {"param": args.param, "value": value, "targets": args.targets, "wall_s": round(wall, 1), "rc": rc}
         write_json(dest / "paired_seeds.json", record)
-        print(f"paired_seeds: {args.param} = {seed}: `dvc repro` exit {rc} after {wall:.0f} s in {dest}", flush=True)
+        print(f"paired_seeds: {args.param} = {value}: `dvc repro` exit {rc} after {wall:.0f} s in {dest}", flush=True)
         status = status or rc
     return status
 

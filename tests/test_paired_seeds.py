@@ -64,3 +64,18 @@ def test_a_copy_leaves_out_the_cache_the_environment_and_the_copies_themselves(t
     shutil.copytree(project, dest, ignore=paired_seeds._ignore(project, project / "seeds"))
     got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert got == [".dvc/config", "data/a.npy", "params.yaml", "src/oacl/x.py"]
+
+
+def test_values_read_as_yaml_would_and_copies_named_by_the_param():
+    assert [paired_seeds.number(t) for t in ("2", "0", "0.2", "1e-3")] == [2, 0, 0.2, 0.001]
+    assert isinstance(paired_seeds.number("2"), int) and isinstance(paired_seeds.number("0.6"), float)
+    assert paired_seeds.copy_name("pretrain.seed", 1) == "seed1"
+    assert paired_seeds.copy_name("pmix", 0.2) == "pmix0.2"
+
+
+def test_set_param_writes_a_float_that_yaml_reads_back(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text(PARAMS)
+    paired_seeds.set_param(f, "pmix", paired_seeds.number("0.6"))
+    assert f.read_text().splitlines()[0] == "pmix: 0.6   # probability of background mixup"
+    assert yaml.safe_load(f.read_text())["pmix"] == 0.6
