@@ -1,0 +1,161 @@
+"""How far image statistics alone localise the objects of the embedded benchmark; prints a Markdown table.
+
+A localisation benchmark is informative only if no model-free cue finds the objects: otherwise a
+CAM that "localises" may read contrast, not objects, and an image-blind prior refined by the
+dense CRF wins (issue 17). For single-object images rendered from the pipeline's benchmark params
+(``oacl.data.benchmark.render_single``, in memory), each row scores one image-only cue map against
+the ground-truth masks: PxAP of the soft map (%), its mean inside / outside the objects, and mask
+mIoU (%) after the pipeline's dense CRF and cleaning (the paper code's kernels). The cues: local
+luminance standard deviation in a k × k window, HSV saturation, Sobel edge density in 9 × 9, and
+the centred Gaussian (σ = 0.3 of the side) for reference.
+
+``--variants`` renders the same images under screening variants of the object appearance, to find
+a benchmark where these cues fail (not params of the pipeline yet; they patch the renderer of this
+process only):
+
+- ``paper``: today's renderer (saturated objects, bright / dark parts, a dark 1-px rim);
+- ``no-rim``: without the dark rim;
+- ``scene-palette``: object colours drawn as the backgrounds' are (moderate saturation, a
+  luminance step of 0.15–0.35 between the two colours), rim kept;
+- ``scene-palette, no-rim``: both;
+- ``camouflage``: no rim, and each object recoloured with its own image's background colours: the
+  object's luminance pattern, min-max scaled inside the mask, interpolates between the background
+  pixels at the 10th and 90th luminance percentiles (the texture pattern kept, the colours shared).
+
+    PYTHONPATH=src python benchmarks/image_cues.py [--params params.yaml] [--images 512] [--variants ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from scipy.ndimage import sobel, uniform_filter
+
+from oacl.cam.nulls import gaussian_map
+from oacl.cam.postprocess import PostprocessOptions, refine_batch
+from oacl.config import load_params
+from oacl.data import benchmark, shapes
+from oacl.localization import mask_ious, pxap
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _unit(maps: np.ndarray) -> np.ndarray:
+    """Min-max scale each (H, W) map of (n, H, W) to [0, 1]."""
+    lo = maps.min((1, 2), keepdims=True)
+    return (maps - lo) / np.maximum(maps.max((1, 2), keepdims=True) - lo, 1e-6)
+
+
+def local_std(images: np.ndarray, k: int) -> np.ndarray:
+    """Standard deviation of luminance in a k × k window: (n, H, W, 3) uint8 -> (n, H, W) in [0, 1]."""
+    lum = images.astype(np.float32) / 255.0 @ LUMA
+    mean = uniform_filter(lum, (0, k, k), mode="reflect")
+    var = uniform_filter(lum * lum, (0, k, k), mode="reflect") - mean * mean
+    return _unit(np.sqrt(np.maximum(var, 0.0)))
+
+
+def saturation(images: np.ndarray) -> np.ndarray:
+    """HSV saturation (max − min) / max per pixel, (n, H, W) in [0, 1]."""
+    x = images.astype(np.float32) / 255.0
+    hi, lo = x.max(-1), x.min(-1)
+    return (hi - lo) / np.maximum(hi, 1e-6)
+
+
+def edge_density(images: np.ndarray, k: int = 9) -> np.ndarray:
+    """Sobel gradient magnitude of luminance averaged in a k × k window, (n, H, W) in [0, 1]."""
+    lum = images.astype(np.float32) / 255.0 @ LUMA
+    return _unit(uniform_filter(np.hypot(sobel(lum, 1), sobel(lum, 2)), (0, k, k), mode="reflect"))
+
+
+def cue_maps(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Every cue of the table for (n, H, W, 3) uint8 images: name -> (n, H, W) float in [0, 1]."""
+    n, h, w, _ = images.shape
+    gauss = gaussian_map(h, w, 0.3).astype(np.float32) / 255.0
+    return {
+        "local std 3 px": local_std(images, 3),
+        "local std 9 px": local_std(images, 9),
+        "saturation": saturation(images),
+        "edge density 9 px": edge_density(images, 9),
+        "centred Gaussian (σ 0.3)": np.broadcast_to(gauss, (n, h, w)),
+    }
+
+
+def scene_palette(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Object colours (n, 3) drawn as the backgrounds' two colours are (oacl.data.textures._palette)."""
+    from oacl.data.textures import _palette
+
+    a, b = _palette(rng, n)
+    return a[:, 0, 0, :], b[:, 0, 0, :]
+
+
+@contextlib.contextmanager
+def variant(name: str) -> Iterator[None]:
+    """Patch the object renderer of this process for one screening variant (see the module docstring)."""
+    palette = "scene-palette" in name
+    rim = "no-rim" not in name and name != "camouflage"
+    saved: tuple[Callable, Callable] = (shapes.object_colours, benchmark.render_objects)
+    render = saved[1]
+    if palette:
+        shapes.object_colours = scene_palette
+    if not rim:
+        benchmark.render_objects = lambda *a, **kw: render(*a, **{**kw, "outline": False})
+    try:
+        yield
+    finally:
+        shapes.object_colours, benchmark.render_objects = saved
+
+
+VARIANTS = ("paper", "no-rim", "scene-palette", "scene-palette, no-rim", "camouflage")
+
+
+def camouflage(foreground: np.ndarray, background: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Images whose objects wear their own background's colours (see ``camouflage`` in the module docstring).
+
+    foreground / background (n, H, W, 3) uint8 (the object on black; the clean background), masks
+    (n, H, W) {0, 1}. Returns the composited (n, H, W, 3) uint8 images.
+    """
+    fg, bg = foreground.astype(np.float32), background.astype(np.float32)
+    m = masks.astype(bool)
+    out = bg.copy()
+    for i in range(len(fg)):
+        lum_bg = bg[i] @ LUMA
+        order = np.argsort(lum_bg, axis=None)
+        lo, hi = (bg[i].reshape(-1, 3)[order[int(q * (order.size - 1))]] for q in (0.1, 0.9))
+        w = fg[i][m[i]] @ LUMA
+        w = (w - w.min()) / max(float(np.ptp(w)), 1e-6)
+        out[i][m[i]] = lo + w[:, None] * (hi - lo)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--variants", nargs="+", default=["paper"], choices=VARIANTS)
+    p.add_argument("--no-crf", action="store_true", help="skip the CRF column (it is the slow part)")
+    args = p.parse_args()
+    cfg = load_params(args.params).data.benchmark
+    print("| variant | cue | PxAP | inside / outside | mIoU after CRF |")
+    print("|---|---|---|---|---|")
+    for name in args.variants:
+        with variant(name):
+            drawn = benchmark.render_single(cfg, args.images, seed=cfg.seed)
+        images, masks = drawn["images"], drawn["masks"]
+        if name == "camouflage":
+            images = camouflage(drawn["foreground"], drawn["background"], masks)
+        for cue, soft in cue_maps(images).items():
+            crf = "–"
+            if not args.no_crf:
+                refined = refine_batch(
+                    images, np.ascontiguousarray(soft * 255).astype(np.uint8), PostprocessOptions(), processes=1
+                )[0]
+                crf = f"{100 * mask_ious(masks, refined).mean():.1f}"
+            inside, outside = soft[masks == 1].mean(), soft[masks == 0].mean()
+            print(f"| {name} | {cue} | {pxap(masks, soft):.1f} | {inside:.2f} / {outside:.2f} | {crf} |", flush=True)
+
+
+if __name__ == "__main__":  # the CRF worker pool re-imports this script
+    main()

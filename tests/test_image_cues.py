@@ -1,0 +1,86 @@
+"""benchmarks/image_cues.py: the cue maps on images with a known answer; camouflage's colours; the variants."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from oacl.config import BenchmarkConfig
+from oacl.data import benchmark, shapes
+from oacl.localization import pxap
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "image_cues.py"
+spec = importlib.util.spec_from_file_location("image_cues", SCRIPT)
+image_cues = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(image_cues)
+
+
+def _checker_on_flat(n: int = 4, s: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """A black-and-white checkered square (side 12, off-centre) on a flat grey background."""
+    images = np.full((n, s, s, 3), 128, np.uint8)
+    masks = np.zeros((n, s, s), np.uint8)
+    yy, xx = np.mgrid[0:12, 0:12]
+    checker = np.where((yy // 2 + xx // 2) % 2 == 0, 255, 0).astype(np.uint8)
+    for i in range(n):
+        y, x = 2 + 4 * i, 18 - 4 * i
+        images[i, y : y + 12, x : x + 12] = checker[..., None]
+        masks[i, y : y + 12, x : x + 12] = 1
+    return images, masks
+
+
+def test_local_contrast_finds_a_textured_object_on_a_flat_background():
+    images, masks = _checker_on_flat()
+    cues = image_cues.cue_maps(images)
+    assert pxap(masks, cues["local std 3 px"]) > 90
+    assert pxap(masks, cues["edge density 9 px"]) > 60
+    # nothing is saturated: the saturation map is flat zero, PxAP the object fraction
+    assert np.all(cues["saturation"] == 0)
+    assert abs(pxap(masks, cues["saturation"]) - 100 * masks.mean()) < 1e-6
+    # a flat image has no local contrast anywhere
+    assert np.all(image_cues.local_std(np.full((1, 16, 16, 3), 77, np.uint8), 5) == 0)
+
+
+def test_saturation_is_hsv_saturation():
+    px = np.array([[[[255, 0, 0], [200, 100, 100], [90, 90, 90], [0, 0, 0]]]], np.uint8)
+    np.testing.assert_allclose(image_cues.saturation(px)[0, 0], [1.0, 0.5, 0.0, 0.0], atol=1e-6)
+
+
+def test_camouflage_paints_objects_with_two_colours_of_their_own_background():
+    rng = np.random.default_rng(0)
+    n, s = 3, 24
+    background = rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
+    masks = np.zeros((n, s, s), np.uint8)
+    masks[:, 6:18, 4:20] = 1
+    foreground = np.where(masks[..., None] == 1, rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8), 0).astype(np.uint8)
+    out = image_cues.camouflage(foreground, background, masks)
+    assert out.dtype == np.uint8 and out.shape == background.shape
+    np.testing.assert_array_equal(out[masks == 0], background[masks == 0])  # background untouched
+    for i in range(n):
+        bg = background[i].reshape(-1, 3).astype(np.float64)
+        lum = bg @ image_cues.LUMA.astype(np.float64)
+        order = np.argsort(lum, kind="stable")
+        lo, hi = bg[order[int(0.1 * (lum.size - 1))]], bg[order[int(0.9 * (lum.size - 1))]]
+        obj = out[i][masks[i] == 1].astype(np.float64)
+        # every object pixel lies on the segment lo -> hi (to rounding), and both ends are reached
+        t = (obj - lo) @ (hi - lo) / ((hi - lo) @ (hi - lo))
+        assert np.abs(obj - (lo + t[:, None] * (hi - lo))).max() <= 0.9
+        assert t.min() < 0.01 and t.max() > 0.99
+
+
+def test_variants_patch_the_renderer_only_inside_the_block():
+    cfg = BenchmarkConfig()
+    saved = (shapes.object_colours, benchmark.render_objects)
+    paper = benchmark.render_single(cfg, 8, seed=0)
+    with image_cues.variant("scene-palette, no-rim"):
+        assert shapes.object_colours is image_cues.scene_palette
+        plain = benchmark.render_single(cfg, 8, seed=0)
+    assert (shapes.object_colours, benchmark.render_objects) == saved
+    np.testing.assert_array_equal(benchmark.render_single(cfg, 8, seed=0)["images"], paper["images"])
+    # same scenes (labels, masks), other object colours
+    np.testing.assert_array_equal(plain["labels"], paper["labels"])
+    assert not np.array_equal(plain["foreground"], paper["foreground"])
+    sat = image_cues.saturation
+    inside = paper["masks"] == 1
+    assert sat(plain["foreground"])[inside].mean() < sat(paper["foreground"])[inside].mean()
