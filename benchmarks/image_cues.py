@@ -22,7 +22,11 @@ process only):
   object's luminance pattern, min-max scaled inside the mask, interpolates between the background
   pixels at the 10th and 90th luminance percentiles (the texture pattern kept, the colours shared).
 
+``--stored`` scores the training splits the pipeline's ContraCAM reads instead (``data/`` after
+``dvc repro generate``; single and multi), with today's renderer.
+
     PYTHONPATH=src python benchmarks/image_cues.py [--params params.yaml] [--images 512] [--variants ...]
+    PYTHONPATH=src python benchmarks/image_cues.py --stored
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 from scipy.ndimage import sobel, uniform_filter
 
 from oacl.cam.nulls import gaussian_map
+from oacl.cam.pipeline import ground_truth, open_cam_set
 from oacl.cam.postprocess import PostprocessOptions, refine_batch
 from oacl.config import load_params
 from oacl.data import benchmark, shapes
@@ -136,25 +141,39 @@ def main() -> None:
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--variants", nargs="+", default=["paper"], choices=VARIANTS)
     p.add_argument("--no-crf", action="store_true", help="skip the CRF column (it is the slow part)")
+    p.add_argument("--stored", action="store_true", help="the pipeline's stored training splits instead")
     args = p.parse_args()
-    cfg = load_params(args.params).data.benchmark
-    print("| variant | cue | PxAP | inside / outside | mIoU after CRF |")
+    params = load_params(args.params)
+    print("| images | cue | PxAP | inside / outside | mIoU after CRF |")
     print("|---|---|---|---|---|")
+    if args.stored:
+        for name in ("single", "multi"):
+            data = open_cam_set(params, name, params.data.benchmark.image_size)
+            idx = np.sort(np.random.default_rng(0).choice(len(data), min(args.images, len(data)), replace=False))
+            images = np.stack([np.asarray(data[int(i)]["image"]).transpose(1, 2, 0) for i in idx])
+            score(f"stored {name} train", images, ground_truth(data, idx).masks, crf=not args.no_crf)
+        return
+    cfg = params.data.benchmark
     for name in args.variants:
         with variant(name):
             drawn = benchmark.render_single(cfg, args.images, seed=cfg.seed)
         images, masks = drawn["images"], drawn["masks"]
         if name == "camouflage":
             images = camouflage(drawn["foreground"], drawn["background"], masks)
-        for cue, soft in cue_maps(images).items():
-            crf = "–"
-            if not args.no_crf:
-                refined = refine_batch(
-                    images, np.ascontiguousarray(soft * 255).astype(np.uint8), PostprocessOptions(), processes=1
-                )[0]
-                crf = f"{100 * mask_ious(masks, refined).mean():.1f}"
-            inside, outside = soft[masks == 1].mean(), soft[masks == 0].mean()
-            print(f"| {name} | {cue} | {pxap(masks, soft):.1f} | {inside:.2f} / {outside:.2f} | {crf} |", flush=True)
+        score(name, images, masks, crf=not args.no_crf)
+
+
+def score(label: str, images: np.ndarray, masks: np.ndarray, *, crf: bool) -> None:
+    """One table row per cue of :func:`cue_maps` for (n, H, W, 3) uint8 images and (n, H, W) masks."""
+    for cue, soft in cue_maps(images).items():
+        refined = "–"
+        if crf:
+            out = refine_batch(
+                images, np.ascontiguousarray(soft * 255).astype(np.uint8), PostprocessOptions(), processes=1
+            )
+            refined = f"{100 * mask_ious(masks, out[0]).mean():.1f}"
+        inside, outside = soft[masks == 1].mean(), soft[masks == 0].mean()
+        print(f"| {label} | {cue} | {pxap(masks, soft):.1f} | {inside:.2f} / {outside:.2f} | {refined} |", flush=True)
 
 
 if __name__ == "__main__":  # the CRF worker pool re-imports this script
