@@ -127,7 +127,7 @@ def camouflage(foreground: np.ndarray, background: np.ndarray, masks: np.ndarray
     out = bg.copy()
     for i in range(len(fg)):
         lum_bg = bg[i] @ LUMA
-        order = np.argsort(lum_bg, axis=None)
+        order = np.argsort(lum_bg, axis=None, kind="stable")
         lo, hi = (bg[i].reshape(-1, 3)[order[int(q * (order.size - 1))]] for q in (0.1, 0.9))
         w = fg[i][m[i]] @ LUMA
         w = (w - w.min()) / max(float(np.ptp(w)), 1e-6)

@@ -58,10 +58,9 @@ def test_camouflage_paints_objects_with_two_colours_of_their_own_background():
     assert out.dtype == np.uint8 and out.shape == background.shape
     np.testing.assert_array_equal(out[masks == 0], background[masks == 0])  # background untouched
     for i in range(n):
-        bg = background[i].reshape(-1, 3).astype(np.float64)
-        lum = bg @ image_cues.LUMA.astype(np.float64)
-        order = np.argsort(lum, kind="stable")
-        lo, hi = bg[order[int(0.1 * (lum.size - 1))]], bg[order[int(0.9 * (lum.size - 1))]]
+        bg = background[i].reshape(-1, 3).astype(np.float32)
+        order = np.argsort(bg @ image_cues.LUMA, kind="stable")
+        lo, hi = (bg[order[int(q * (order.size - 1))]].astype(np.float64) for q in (0.1, 0.9))
         obj = out[i][masks[i] == 1].astype(np.float64)
         # every object pixel lies on the segment lo -> hi (to rounding), and both ends are reached
         t = (obj - lo) @ (hi - lo) / ((hi - lo) @ (hi - lo))
