@@ -43,9 +43,8 @@ from oacl.cam.pipeline import ground_truth, open_cam_set
 from oacl.cam.postprocess import PostprocessOptions, refine_batch
 from oacl.config import load_params
 from oacl.data import benchmark, shapes
+from oacl.data.textures import luminance
 from oacl.localization import mask_ious, pxap
-
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def _unit(maps: np.ndarray) -> np.ndarray:
@@ -54,9 +53,8 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     return (maps - lo) / np.maximum(maps.max((1, 2), keepdims=True) - lo, 1e-6)
 
 
-def local_std(images: np.ndarray, k: int) -> np.ndarray:
-    """Standard deviation of luminance in a k × k window: (n, H, W, 3) uint8 -> (n, H, W) in [0, 1]."""
-    lum = images.astype(np.float32) / 255.0 @ LUMA
+def local_std(lum: np.ndarray, k: int) -> np.ndarray:
+    """Standard deviation in a k × k window of luminance maps (n, H, W) -> (n, H, W) in [0, 1]."""
     mean = uniform_filter(lum, (0, k, k), mode="reflect")
     var = uniform_filter(lum * lum, (0, k, k), mode="reflect") - mean * mean
     return _unit(np.sqrt(np.maximum(var, 0.0)))
@@ -69,9 +67,8 @@ def saturation(images: np.ndarray) -> np.ndarray:
     return (hi - lo) / np.maximum(hi, 1e-6)
 
 
-def edge_density(images: np.ndarray, k: int = 9) -> np.ndarray:
-    """Sobel gradient magnitude of luminance averaged in a k × k window, (n, H, W) in [0, 1]."""
-    lum = images.astype(np.float32) / 255.0 @ LUMA
+def edge_density(lum: np.ndarray, k: int = 9) -> np.ndarray:
+    """Sobel gradient magnitude of luminance maps (n, H, W) averaged in a k × k window, in [0, 1]."""
     return _unit(uniform_filter(np.hypot(sobel(lum, 1), sobel(lum, 2)), (0, k, k), mode="reflect"))
 
 
@@ -79,11 +76,12 @@ def cue_maps(images: np.ndarray) -> dict[str, np.ndarray]:
     """Every cue of the table for (n, H, W, 3) uint8 images: name -> (n, H, W) float in [0, 1]."""
     n, h, w, _ = images.shape
     gauss = gaussian_map(h, w, 0.3).astype(np.float32) / 255.0
+    lum = luminance(images.astype(np.float32) / 255.0)
     return {
-        "local std 3 px": local_std(images, 3),
-        "local std 9 px": local_std(images, 9),
+        "local std 3 px": local_std(lum, 3),
+        "local std 9 px": local_std(lum, 9),
         "saturation": saturation(images),
-        "edge density 9 px": edge_density(images, 9),
+        "edge density 9 px": edge_density(lum, 9),
         "centred Gaussian (σ 0.3)": np.broadcast_to(gauss, (n, h, w)),
     }
 
@@ -126,10 +124,9 @@ def camouflage(foreground: np.ndarray, background: np.ndarray, masks: np.ndarray
     m = masks.astype(bool)
     out = bg.copy()
     for i in range(len(fg)):
-        lum_bg = bg[i] @ LUMA
-        order = np.argsort(lum_bg, axis=None, kind="stable")
+        order = np.argsort(luminance(bg[i]), axis=None, kind="stable")
         lo, hi = (bg[i].reshape(-1, 3)[order[int(q * (order.size - 1))]] for q in (0.1, 0.9))
-        w = fg[i][m[i]] @ LUMA
+        w = luminance(fg[i][m[i]])
         w = (w - w.min()) / max(float(np.ptp(w)), 1e-6)
         out[i][m[i]] = lo + w[:, None] * (hi - lo)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)

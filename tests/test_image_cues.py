@@ -9,6 +9,7 @@ import numpy as np
 
 from oacl.config import BenchmarkConfig
 from oacl.data import benchmark, shapes
+from oacl.data.textures import luminance
 from oacl.localization import pxap
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "image_cues.py"
@@ -39,7 +40,7 @@ def test_local_contrast_finds_a_textured_object_on_a_flat_background():
     assert np.all(cues["saturation"] == 0)
     assert abs(pxap(masks, cues["saturation"]) - 100 * masks.mean()) < 1e-6
     # a flat image has no local contrast anywhere
-    assert np.all(image_cues.local_std(np.full((1, 16, 16, 3), 77, np.uint8), 5) == 0)
+    assert np.all(image_cues.local_std(np.full((1, 16, 16), 0.3, np.float32), 5) == 0)
 
 
 def test_saturation_is_hsv_saturation():
@@ -59,7 +60,7 @@ def test_camouflage_paints_objects_with_two_colours_of_their_own_background():
     np.testing.assert_array_equal(out[masks == 0], background[masks == 0])  # background untouched
     for i in range(n):
         bg = background[i].reshape(-1, 3).astype(np.float32)
-        order = np.argsort(bg @ image_cues.LUMA, kind="stable")
+        order = np.argsort(luminance(bg), kind="stable")
         lo, hi = (bg[order[int(q * (order.size - 1))]].astype(np.float64) for q in (0.1, 0.9))
         obj = out[i][masks[i] == 1].astype(np.float64)
         # every object pixel lies on the segment lo -> hi (to rounding), and both ends are reached
