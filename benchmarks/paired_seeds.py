@@ -87,13 +87,25 @@ def _ignore(project: Path, root: Path):
     return ignore
 
 
+def cache_dir(project: Path) -> Path:
+    """The DVC cache ``project`` uses: ``.dvc/cache``, or where its config points (a copy's copy)."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=project, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{project}: `dvc cache dir` failed: {out.stderr.strip()}")
+    return Path(out.stdout.strip()).resolve()
+
+
 def copy_project(project: Path, dest: Path, root: Path) -> None:
-    """``project`` to ``dest`` without the :data:`SKIP` folders (or ``root``), its cache made ``project``'s."""
+    """``project`` to ``dest`` without the :data:`SKIP` folders (or ``root``), sharing ``project``'s cache.
+
+    The cache is the one ``project`` uses, not its ``.dvc/cache`` folder: a project that is itself a
+    copy has none, and a copy pointed there would find no outputs and rerun the whole DAG.
+    """
     if dest.exists():
         raise FileExistsError(f"{dest} exists; remove it or choose another --root")
+    cache = cache_dir(project)
     shutil.copytree(project, dest, symlinks=True, ignore=_ignore(project, root))
-    cache = (project / ".dvc" / "cache").resolve()
-    subprocess.run(["dvc", "cache", "dir", "--local", str(cache)], cwd=dest, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache)], cwd=dest, check=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         copy_project(project, dest, root)
         set_param(dest / "params.yaml", args.param, value)
         t0 = time.perf_counter()
-        rc = subprocess.run(["dvc", "repro", *args.targets], cwd=dest).returncode
+        rc = subprocess.run([sys.executable, "-m", "dvc", "repro", *args.targets], cwd=dest).returncode
         wall = time.perf_counter() - t0
         record = {"param": args.param, "value": value, "targets": args.targets, "wall_s": round(wall, 1), "rc": rc}
         write_json(dest / "paired_seeds.json", record)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,16 @@ def test_set_param_writes_a_float_that_yaml_reads_back(tmp_path):
     paired_seeds.set_param(f, "pmix", paired_seeds.number("0.6"))
     assert f.read_text().splitlines()[0] == "pmix: 0.6   # probability of background mixup"
     assert yaml.safe_load(f.read_text())["pmix"] == 0.6
+
+
+def test_a_copy_of_a_copy_shares_the_cache_its_project_uses(tmp_path):
+    """A project whose cache is elsewhere (itself a copy) hands that cache on, not its empty .dvc/cache."""
+    shared = tmp_path / "shared-cache"
+    first = tmp_path / "first"
+    first.mkdir()
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=first, check=True)
+    assert paired_seeds.cache_dir(first) == (first / ".dvc" / "cache").resolve()
+    subprocess.run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(shared)], cwd=first, check=True)
+    second = tmp_path / "copies" / "seed1"
+    paired_seeds.copy_project(first, second, tmp_path / "copies")
+    assert paired_seeds.cache_dir(second) == shared.resolve()
