@@ -21,6 +21,13 @@ process only):
 - ``camouflage``: no rim, and each object recoloured with its own image's background colours: the
   object's luminance pattern, min-max scaled inside the mask, interpolates between the background
   pixels at the 10th and 90th luminance percentiles (the texture pattern kept, the colours shared).
+- ``scene-texture``: no rim, and each object painted with a background family's texture instead of
+  its class's object texture — family ``(texture class + B / 2) mod B`` of the ``B`` =
+  ``num_backgrounds`` families, so never its class's paired background — in that family's own
+  colours (drawn as the backgrounds' are): texture scale, contrast and colours come from the same
+  distributions inside and outside the objects, and only the shape and which texture tell them apart;
+- ``scene-texture, camouflage``: ``scene-texture`` recoloured as ``camouflage`` (its own
+  background's colours).
 
 ``--stored`` scores the training splits the pipeline's ContraCAM reads instead (``data/`` after
 ``dvc repro generate``; single and multi), with today's renderer.
@@ -43,7 +50,7 @@ from oacl.cam.pipeline import ground_truth, open_cam_set
 from oacl.cam.postprocess import PostprocessOptions, refine_batch
 from oacl.config import load_params
 from oacl.data import benchmark, shapes
-from oacl.data.textures import luminance
+from oacl.data.textures import luminance, render_backgrounds
 from oacl.localization import mask_ious, pxap
 
 
@@ -94,8 +101,20 @@ def scene_palette(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
     return a[:, 0, 0, :], b[:, 0, 0, :]
 
 
+def scene_texture(render: Callable, num_backgrounds: int) -> Callable:
+    """``render`` (``shapes.render_objects``) with each object's colours replaced by a background
+    family's texture: family ``(texture class + num_backgrounds // 2) % num_backgrounds``, no rim."""
+
+    def objects(rng, classes, centers, radii, angles, size, *, texture_classes=None, outline=True):
+        masks, _ = render(rng, classes, centers, radii, angles, size, texture_classes=texture_classes, outline=False)
+        tex = np.asarray(classes if texture_classes is None else texture_classes, np.int64)
+        return masks, render_backgrounds(rng, (tex + num_backgrounds // 2) % num_backgrounds, size)
+
+    return objects
+
+
 @contextlib.contextmanager
-def variant(name: str) -> Iterator[None]:
+def variant(name: str, num_backgrounds: int = 8) -> Iterator[None]:
     """Patch the object renderer of this process for one screening variant (see the module docstring)."""
     palette = "scene-palette" in name
     rim = "no-rim" not in name and name != "camouflage"
@@ -103,7 +122,9 @@ def variant(name: str) -> Iterator[None]:
     render = saved[1]
     if palette:
         shapes.object_colours = scene_palette
-    if not rim:
+    if name.startswith("scene-texture"):
+        benchmark.render_objects = scene_texture(render, num_backgrounds)
+    elif not rim:
         benchmark.render_objects = lambda *a, **kw: render(*a, **{**kw, "outline": False})
     try:
         yield
@@ -111,7 +132,15 @@ def variant(name: str) -> Iterator[None]:
         shapes.object_colours, benchmark.render_objects = saved
 
 
-VARIANTS = ("paper", "no-rim", "scene-palette", "scene-palette, no-rim", "camouflage")
+VARIANTS = (
+    "paper",
+    "no-rim",
+    "scene-palette",
+    "scene-palette, no-rim",
+    "camouflage",
+    "scene-texture",
+    "scene-texture, camouflage",
+)
 
 
 def camouflage(foreground: np.ndarray, background: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -152,10 +181,10 @@ def main() -> None:
         return
     cfg = params.data.benchmark
     for name in args.variants:
-        with variant(name):
+        with variant(name, cfg.num_backgrounds):
             drawn = benchmark.render_single(cfg, args.images, seed=cfg.seed)
         images, masks = drawn["images"], drawn["masks"]
-        if name == "camouflage":
+        if name.endswith("camouflage"):
             images = camouflage(drawn["foreground"], drawn["background"], masks)
         score(name, images, masks, crf=not args.no_crf)
 

@@ -19,6 +19,10 @@ The probe is :func:`probe_learnability.probe` (scikit-learn logistic regression,
 validation split): object crops, ORIGINAL, MIXED-SAME, MIXED-RAND, ONLY-FG and BG-Gap (test
 splits). Each row is printed and appended to ``--out`` as JSON (config, steps, seconds, img/s,
 accuracies), so every configuration tried stays on record.
+
+``--variant`` generates the candidate under one of ``image_cues.py``'s renderer variants (patched
+in this process while the benchmark is written; not a param of the pipeline): a benchmark that
+defeats the model-free localisation cues, screened for learnability before it becomes one.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from image_cues import VARIANTS, variant  # noqa: E402
 from probe_learnability import probe  # noqa: E402
 
 from oacl.augment.views import two_view_pipeline  # noqa: E402
@@ -68,14 +73,21 @@ def dotted(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def benchmark_dir(raw: dict[str, Any]) -> Path:
-    """Generate the candidate benchmark once (keyed by its settings); return its folder."""
+# renderer variants that patch the object renderer (camouflage recolours finished images: image_cues only)
+SCREEN_VARIANTS = tuple(v for v in VARIANTS if not v.endswith("camouflage"))
+
+
+def benchmark_dir(raw: dict[str, Any], renderer: str = "paper") -> Path:
+    """Generate the candidate benchmark once (keyed by its settings and renderer variant); return its folder."""
     bench = raw["data"]["benchmark"]
-    key = hashlib.sha256(json.dumps(bench, sort_keys=True).encode()).hexdigest()[:12]
+    keyed = bench if renderer == "paper" else {**bench, "variant": renderer}  # "paper": the folders made before
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
     root = Path("/tmp/oacl-screen") / f"bench-{key}"
     if not (root / "benchmark.json").is_file():
         t0 = time.perf_counter()
-        generate_benchmark(parse_section(BenchmarkConfig, bench), root)
+        cfg = parse_section(BenchmarkConfig, bench)
+        with variant(renderer, cfg.num_backgrounds):
+            generate_benchmark(cfg, root)
         print(f"# generated {root} in {time.perf_counter() - t0:.0f} s", flush=True)
     return root
 
@@ -201,6 +213,7 @@ def main() -> None:
     p.add_argument("--table", type=Path, metavar="JSONL", help="print the Markdown table of a rows file and exit")
     p.add_argument("--tag")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--variant", default="paper", choices=SCREEN_VARIANTS, help="renderer variant (image_cues.py)")
     p.add_argument("--what", default="random,supervised,moco,byol")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -216,7 +229,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     overrides = dotted(args.sets)
     raw = overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
-    root = benchmark_dir(raw)
+    root = benchmark_dir(raw, args.variant)
     raw = overlay(raw, {"data": {"root": str(root), "source": "embedded"}})
     params = parse_section(Params, raw)
     data, size = open_train_set(params)
@@ -225,6 +238,7 @@ def main() -> None:
         "tag": args.tag,
         "set": overrides,
         "benchmark": root.name,
+        "variant": args.variant,
         "arch": cfg.arch,
         "stem": cfg.stem,
         "n_train": len(data),
