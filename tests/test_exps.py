@@ -117,8 +117,13 @@ def sweep() -> list[dict]:
 
 def test_curve_means_experiments_with_the_same_value_and_drops_the_repeated_workspace():
     lines = exps.curve(exps.columns(sweep()), "pmix")
-    assert lines["probe crops moco-bgmix"] == [(0.2, 66.5, 2), (0.4, 68.62, 1), (0.6, 70.0, 1)]
-    assert lines["mix rate moco-bgmix"][0] == (0.2, 0.399, 2)
+    # (value, mean, n, s.e. of the mean): 66 and 67 -> s.d. 0.707, s.e. 0.5
+    assert lines["probe crops moco-bgmix"] == [
+        (0.2, 66.5, 2, pytest.approx(0.5)),
+        (0.4, 68.62, 1, 0.0),
+        (0.6, 70.0, 1, 0.0),
+    ]
+    assert lines["mix rate moco-bgmix"][0] == (0.2, 0.399, 2, 0.0)
     assert list(lines) == [
         "BG-Gap moco-bgmix",
         "MIXED-RAND moco-bgmix",
@@ -145,7 +150,7 @@ def test_curve_cli_prints_and_draws(tmp_path, capsys):
     assert exps.main(["--from", str(path), "--curve", "pmix", "--out", str(png), "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "pmix,0.2,0.4,0.6"
-    assert "probe crops moco-bgmix,66.5 (n=2),68.6,70.0" in lines
+    assert "probe crops moco-bgmix,66.5 ± 0.5 (n=2),68.6,70.0" in lines
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -165,12 +167,21 @@ def distinct(cols: Sequence[Column]) -> list[Column]:
 CURVE_PANELS = ("BG-Gap", "MIXED-RAND", "probe crops", "mix rate")
 
 
-def curve(cols: Sequence[Column], param: str, *, models: str = "bgmix") -> dict[str, list[tuple[float, float, int]]]:
+Point = tuple[float, float, int, float]  # param value, mean, how many experiments, s.e. of the mean (0 for one)
+
+
+def _point(x: float, ys: Sequence[float]) -> Point:
+    se = statistics.stdev(ys) / math.sqrt(len(ys)) if len(ys) > 1 else 0.0
+    return (x, sum(ys) / len(ys), len(ys), se)
+
+
+def curve(cols: Sequence[Column], param: str, *, models: str = "bgmix") -> dict[str, list[Point]]:
     """Headline numbers against ``param`` over the distinct experiments, for models whose name has ``models``.
 
     ``param`` is a key of ``params.yaml`` (dotted) or its last part (``pmix``). Returns label ->
-    [(param value, mean over the experiments with that value, how many)] sorted by the value: with
-    paired seeds the mean is over seeds. Experiments without the param or the metric are skipped.
+    [(param value, mean over the experiments with that value, how many, the mean's standard error)]
+    sorted by the value: with paired seeds the mean and s.e. are over seeds. Experiments without the
+    param or the metric are skipped.
     """
     cols = distinct(cols)
     keys = {k for c in cols for k in c.params}
@@ -179,7 +190,7 @@ def curve(cols: Sequence[Column], param: str, *, models: str = "bgmix") -> dict[
         raise ValueError(f"param {param!r} matches {matches or 'no key'} of params.yaml; give the dotted key")
     (key,) = matches
     names = list(dict.fromkeys(k for c in cols for k in c.metrics))
-    out: dict[str, list[tuple[float, float, int]]] = {}
+    out: dict[str, list[Point]] = {}
     for metric, label in headline_keys(names):
         panel, model = label.rsplit(" ", 1)
         if panel not in CURVE_PANELS or models not in model:
@@ -190,15 +201,16 @@ def curve(cols: Sequence[Column], param: str, *, models: str = "bgmix") -> dict[
             if isinstance(x, (int, float)) and isinstance(y, (int, float)):
                 by_x.setdefault(float(x), []).append(float(y))
         if by_x:
-            out[label] = [(x, sum(ys) / len(ys), len(ys)) for x, ys in sorted(by_x.items())]
+            out[label] = [_point(x, ys) for x, ys in sorted(by_x.items())]
     if not out:
         raise ValueError(f"no experiment has both {key!r} and a headline metric of a {models!r} model")
     order = sorted(out, key=lambda label: CURVE_PANELS.index(label.rsplit(" ", 1)[0]))  # stable: models keep theirs
     return {label: out[label] for label in order}
 
 
-def plot_curve(lines: Mapping[str, Sequence[tuple[float, float, int]]], param: str, path: str) -> None:
-    """One panel per quantity (BG-Gap, MIXED-RAND, ...), one line per model; a PNG written atomically."""
+def plot_curve(lines: Mapping[str, Sequence[Point]], param: str, path: str) -> None:
+    """One panel per quantity (BG-Gap, MIXED-RAND, ...), one line per model, ± 1 s.e. bars where a
+    value has several experiments; a PNG written atomically."""
     from matplotlib.figure import Figure
 
     from oacl.io.atomic import save_png
@@ -209,7 +221,14 @@ def plot_curve(lines: Mapping[str, Sequence[tuple[float, float, int]]], param: s
         ax = fig.add_subplot(1, len(groups), i + 1)
         for label, points in lines.items():
             if label.rsplit(" ", 1)[0] == group:
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label.rsplit(" ", 1)[1])
+                ax.errorbar(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    yerr=[p[3] for p in points],
+                    marker="o",
+                    capsize=3,
+                    label=label.rsplit(" ", 1)[1],
+                )
         ax.set_xlabel(param)
         ax.set_title(group, fontsize=9)
         ax.legend(fontsize=7)
@@ -361,7 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(
                 [
                     label,
-                    *(_text(at[x][1]) + (f" (n={at[x][2]})" if at[x][2] > 1 else "") if x in at else "–" for x in xs),
+                    *(
+                        _text(at[x][1]) + (f" ± {_text(at[x][3])} (n={at[x][2]})" if at[x][2] > 1 else "")
+                        if x in at
+                        else "–"
+                        for x in xs
+                    ),
                 ]
             )
         if args.out:
