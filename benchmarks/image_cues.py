@@ -143,12 +143,15 @@ VARIANTS = (
 )
 
 
-def camouflage(foreground: np.ndarray, background: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def camouflage(foreground: np.ndarray, background: np.ndarray, masks: np.ndarray, weight: float = 1.0) -> np.ndarray:
     """Images whose objects wear their own background's colours (see ``camouflage`` in the module docstring).
 
     foreground / background (n, H, W, 3) uint8 (the object on black; the clean background), masks
-    (n, H, W) {0, 1}. Returns the composited (n, H, W, 3) uint8 images.
+    (n, H, W) {0, 1}; ``weight`` < 1 blends each object pixel between its own colour (0) and the
+    camouflaged one (1). Returns the composited (n, H, W, 3) uint8 images.
     """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
     fg, bg = foreground.astype(np.float32), background.astype(np.float32)
     m = masks.astype(bool)
     out = bg.copy()
@@ -157,7 +160,7 @@ def camouflage(foreground: np.ndarray, background: np.ndarray, masks: np.ndarray
         lo, hi = (bg[i].reshape(-1, 3)[order[int(q * (order.size - 1))]] for q in (0.1, 0.9))
         w = luminance(fg[i][m[i]])
         w = (w - w.min()) / max(float(np.ptp(w)), 1e-6)
-        out[i][m[i]] = lo + w[:, None] * (hi - lo)
+        out[i][m[i]] = weight * (lo + w[:, None] * (hi - lo)) + (1.0 - weight) * fg[i][m[i]]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
@@ -167,6 +170,12 @@ def main() -> None:
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--variants", nargs="+", default=["paper"], choices=VARIANTS)
     p.add_argument("--no-crf", action="store_true", help="skip the CRF column (it is the slow part)")
+    p.add_argument(
+        "--camouflage-weight",
+        type=float,
+        default=1.0,
+        help="camouflage variants: blend each object pixel between its own colour (0) and the camouflaged one (1)",
+    )
     p.add_argument("--stored", action="store_true", help="the pipeline's stored training splits instead")
     args = p.parse_args()
     params = load_params(args.params)
@@ -185,7 +194,8 @@ def main() -> None:
             drawn = benchmark.render_single(cfg, args.images, seed=cfg.seed)
         images, masks = drawn["images"], drawn["masks"]
         if name.endswith("camouflage"):
-            images = camouflage(drawn["foreground"], drawn["background"], masks)
+            images = camouflage(drawn["foreground"], drawn["background"], masks, args.camouflage_weight)
+            name = f"{name} {args.camouflage_weight:g}" if args.camouflage_weight < 1 else name
         score(name, images, masks, crf=not args.no_crf)
 
 

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from oacl.config import BenchmarkConfig
 from oacl.data import benchmark, shapes
@@ -67,6 +68,16 @@ def test_camouflage_paints_objects_with_two_colours_of_their_own_background():
         t = (obj - lo) @ (hi - lo) / ((hi - lo) @ (hi - lo))
         assert np.abs(obj - (lo + t[:, None] * (hi - lo))).max() <= 0.9
         assert t.min() < 0.01 and t.max() > 0.99
+    # a weight blends own and camouflaged colours linearly: 0 keeps the object, 0.5 is the midpoint
+    np.testing.assert_array_equal(
+        image_cues.camouflage(foreground, background, masks, 0.0),
+        np.where(masks[..., None] == 1, foreground, background),
+    )
+    half = image_cues.camouflage(foreground, background, masks, 0.5).astype(np.float64)
+    mid = (out.astype(np.float64) + foreground) / 2
+    assert np.abs(half - mid)[masks == 1].max() <= 1.0  # each of the two roundings moves it by <= 0.5
+    with pytest.raises(ValueError, match="weight must be in"):
+        image_cues.camouflage(foreground, background, masks, 1.5)
 
 
 def test_variants_patch_the_renderer_only_inside_the_block():
