@@ -123,6 +123,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _se_text(se: float, mean: float) -> str:
+    """A standard error to the precision :func:`_text` gives its mean (one decimal from 1 up)."""
+    return f"{se:.1f}" if abs(mean) >= 1 else f"{se:.2g}"
+
+
 def table(cols: Sequence[Column], *, changed_only: bool = True) -> list[list[str]]:
     """Rows of the view: a header, the params that differ between the columns, the headline metrics.
 
@@ -381,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [
                     label,
                     *(
-                        _text(at[x][1]) + (f" ± {_text(at[x][3])} (n={at[x][2]})" if at[x][2] > 1 else "")
+                        _text(at[x][1]) + (f" ± {_se_text(at[x][3], at[x][1])} (n={at[x][2]})" if at[x][2] > 1 else "")
                         if x in at
                         else "–"
                         for x in xs
