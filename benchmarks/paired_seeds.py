@@ -37,8 +37,18 @@ from pathlib import Path
 
 from oacl.io.atomic import write_json, write_text
 
-# not copied: the shared cache, DVC's scratch space, environments and tool caches
-SKIP = (".dvc/cache", ".dvc/tmp", ".venv", "venv", ".ruff_cache", ".pytest_cache", "__pycache__")
+# not copied: the shared cache, DVC's scratch space, environments, tool caches, and the project's own
+# record if it is itself a copy (a copy's record is written when its run ends; until then it has none)
+SKIP = (
+    ".dvc/cache",
+    ".dvc/tmp",
+    ".venv",
+    "venv",
+    ".ruff_cache",
+    ".pytest_cache",
+    "__pycache__",
+    "paired_seeds.json",
+)
 
 
 def set_param(params_file: Path, key: str, value: object) -> None:

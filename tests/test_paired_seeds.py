@@ -48,7 +48,7 @@ def test_set_param_refuses_a_key_the_file_lacks(tmp_path):
     assert f.read_text() == PARAMS
 
 
-def test_a_copy_leaves_out_the_cache_the_environment_and_the_copies_themselves(tmp_path):
+def test_a_copy_leaves_out_the_cache_the_environment_the_copies_and_their_records(tmp_path):
     project = tmp_path / "project"
     for rel in (
         "params.yaml",
@@ -59,6 +59,7 @@ def test_a_copy_leaves_out_the_cache_the_environment_and_the_copies_themselves(t
         "src/oacl/__pycache__/x.pyc",
         "src/oacl/x.py",
         "seeds/seed1/params.yaml",
+        "paired_seeds.json",
     ):
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_text(rel)
