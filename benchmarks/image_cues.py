@@ -21,8 +21,8 @@ process only):
 - ``camouflage``: no rim, and each object recoloured with its own image's background colours: the
   object's luminance pattern, min-max scaled inside the mask, interpolates between the background
   pixels at the 10th and 90th luminance percentiles (the texture pattern kept, the colours shared).
-- ``scene-texture``: no rim, and each object painted with a background family's texture instead of
-  its class's object texture — family ``(texture class + B / 2) mod B`` of the ``B`` =
+- ``scene-texture``: the generator's ``data.benchmark.object_texture: scene`` — no rim, and each
+  object painted with a background family's texture instead of its class's object texture — family ``(texture class + B / 2) mod B`` of the ``B`` =
   ``num_backgrounds`` families, so never its class's paired background — in that family's own
   colours (drawn as the backgrounds' are): texture scale, contrast and colours come from the same
   distributions inside and outside the objects, and only the shape and which texture tell them apart;
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -48,9 +49,9 @@ from scipy.ndimage import sobel, uniform_filter
 from oacl.cam.nulls import gaussian_map
 from oacl.cam.pipeline import ground_truth, open_cam_set
 from oacl.cam.postprocess import PostprocessOptions, refine_batch
-from oacl.config import load_params
+from oacl.config import BenchmarkConfig, load_params
 from oacl.data import benchmark, shapes
-from oacl.data.textures import luminance, render_backgrounds
+from oacl.data.textures import luminance
 from oacl.localization import mask_ious, pxap
 
 
@@ -101,33 +102,26 @@ def scene_palette(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
     return a[:, 0, 0, :], b[:, 0, 0, :]
 
 
-def scene_texture(render: Callable, num_backgrounds: int) -> Callable:
-    """``render`` (``shapes.render_objects``) with each object's colours replaced by a background
-    family's texture: family ``(texture class + num_backgrounds // 2) % num_backgrounds``, no rim."""
-
-    def objects(rng, classes, centers, radii, angles, size, *, texture_classes=None, outline=True):
-        masks, _ = render(rng, classes, centers, radii, angles, size, texture_classes=texture_classes, outline=False)
-        tex = np.asarray(classes if texture_classes is None else texture_classes, np.int64)
-        return masks, render_backgrounds(rng, (tex + num_backgrounds // 2) % num_backgrounds, size)
-
-    return objects
-
-
 @contextlib.contextmanager
-def variant(name: str, num_backgrounds: int = 8) -> Iterator[None]:
-    """Patch the object renderer of this process for one screening variant (see the module docstring)."""
+def variant(name: str, cfg: BenchmarkConfig) -> Iterator[BenchmarkConfig]:
+    """Yield the benchmark config that renders one screening variant (see the module docstring).
+
+    ``scene-texture`` is the generator's own ``object_texture: scene``; the others set
+    ``object_texture: class`` and patch this process's object renderer inside the block.
+    """
+    if name.startswith("scene-texture"):
+        yield dataclasses.replace(cfg, object_texture="scene")
+        return
     palette = "scene-palette" in name
     rim = "no-rim" not in name and name != "camouflage"
     saved: tuple[Callable, Callable] = (shapes.object_colours, benchmark.render_objects)
     render = saved[1]
     if palette:
         shapes.object_colours = scene_palette
-    if name.startswith("scene-texture"):
-        benchmark.render_objects = scene_texture(render, num_backgrounds)
-    elif not rim:
+    if not rim:
         benchmark.render_objects = lambda *a, **kw: render(*a, **{**kw, "outline": False})
     try:
-        yield
+        yield dataclasses.replace(cfg, object_texture="class")
     finally:
         shapes.object_colours, benchmark.render_objects = saved
 
@@ -190,8 +184,8 @@ def main() -> None:
         return
     cfg = params.data.benchmark
     for name in args.variants:
-        with variant(name, cfg.num_backgrounds):
-            drawn = benchmark.render_single(cfg, args.images, seed=cfg.seed)
+        with variant(name, cfg) as drawn_cfg:
+            drawn = benchmark.render_single(drawn_cfg, args.images, seed=cfg.seed)
         images, masks = drawn["images"], drawn["masks"]
         if name.endswith("camouflage"):
             images = camouflage(drawn["foreground"], drawn["background"], masks, args.camouflage_weight)

@@ -563,6 +563,7 @@ def test_bad_params_are_rejected_with_the_key(raw, message):
         ({"single": {"bg_corr": 1.2}}, "'data.benchmark.single.bg_corr' = 1.2 is out of range"),
         ({"shift": {"severities": [0]}}, "'data.benchmark.shift.severities[0]' = 0 is out of range"),
         ({"multi": {"min_visible": 0}}, "'data.benchmark.multi.min_visible' = 0.0 is out of range"),
+        ({"object_texture": "scenes"}, "'data.benchmark.object_texture' = 'scenes' is not one of ['class', 'scene']"),
     ],
 )
 def test_out_of_range_fields_are_rejected(raw, message):
@@ -586,6 +587,54 @@ def test_texture_corr_draws_another_class_texture_at_the_given_rate() -> None:
     uniform = bm._texture_of(np.random.default_rng(0), classes, parse_section(BenchmarkConfig, {"texture_corr": 1 / 8}))
     counts = np.bincount(uniform[classes == 3], minlength=8)  # independent of the class: 1/8 each (s.e. ~3 %)
     assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()
+
+
+def test_scene_object_texture_paints_each_object_with_the_family_half_a_turn_from_its_class() -> None:
+    """object_texture scene: the class's mask, filled with background family (texture class + B/2) mod B, no rim."""
+    cfg = parse_section(BenchmarkConfig, {"image_size": 32, "object_texture": "scene"})
+    classes = np.array([0, 3, 5, 6])
+    centers, radii, angles = np.full((4, 2), 16.0), np.full(4, 11.0), np.linspace(0, 1, 4)
+    masks, rgb = bm._objects(np.random.default_rng(7), cfg, classes, centers, radii, angles, None)
+    rng = np.random.default_rng(7)  # the same draws by hand: the shapes, then the families' textures
+    want_masks, _ = render_objects(rng, classes, centers, radii, angles, 32, outline=False)
+    np.testing.assert_array_equal(masks, want_masks)
+    np.testing.assert_array_equal(rgb, render_backgrounds(rng, np.array([4, 7, 1, 2]), 32))
+    # texture classes (texture_corr, the stylized shift set's swap) pick the family, not the shape
+    _, swapped = bm._objects(np.random.default_rng(7), cfg, classes, centers, radii, angles, classes[::-1])
+    rng = np.random.default_rng(7)
+    render_objects(rng, classes, centers, radii, angles, 32, outline=False)
+    np.testing.assert_array_equal(swapped, render_backgrounds(rng, np.array([2, 1, 7, 4]), 32))
+    # ten families: half a turn is 5
+    ten = parse_section(BenchmarkConfig, {"image_size": 32, "num_backgrounds": 10, "object_texture": "scene"})
+    _, rgb10 = bm._objects(np.random.default_rng(7), ten, classes, centers, radii, angles, None)
+    rng = np.random.default_rng(7)
+    render_objects(rng, classes, centers, radii, angles, 32, outline=False)
+    np.testing.assert_array_equal(rgb10, render_backgrounds(rng, np.array([5, 8, 0, 1]), 32))
+    # the default (class) is the object renderer itself
+    m0, rgb0 = bm._objects(
+        np.random.default_rng(7), BenchmarkConfig(image_size=32), classes, centers, radii, angles, None
+    )
+    w0 = render_objects(np.random.default_rng(7), classes, centers, radii, angles, 32)
+    np.testing.assert_array_equal(m0, w0[0])
+    np.testing.assert_array_equal(rgb0, w0[1])
+
+
+def test_scene_object_texture_reaches_every_set_and_keeps_the_scenes() -> None:
+    """Same seed, class vs scene textures (one render chunk): the same labels, families, masks and backgrounds;
+    other object pixels only."""
+    raw = {"image_size": 32, "object_scale": [0.4, 0.6], "multi": {"object_scale": [0.4, 0.5]}}
+    cls = parse_section(BenchmarkConfig, raw)
+    scn = parse_section(BenchmarkConfig, {**raw, "object_texture": "scene"})
+    a, b = bm.render_single(cls, 64, seed=3), bm.render_single(scn, 64, seed=3)
+    for key in ("labels", "backgrounds", "masks", "background"):
+        np.testing.assert_array_equal(a[key], b[key])
+    inside = b["masks"] == 1
+    assert (a["images"][~inside] == b["images"][~inside]).all()
+    assert (a["images"][inside] != b["images"][inside]).any(-1).mean() > 0.5
+    ma, mb = bm.render_multi(np.random.default_rng(1), cls, 40), bm.render_multi(np.random.default_rng(1), scn, 40)
+    np.testing.assert_array_equal(ma.inst_class, mb.inst_class)
+    np.testing.assert_array_equal(ma.inst_masks, mb.inst_masks)
+    assert not np.array_equal(ma.images, mb.images)
 
 
 def test_squeeze_hues_maps_each_hue_into_the_band_and_keeps_saturation_and_value() -> None:

@@ -84,9 +84,9 @@ def test_variants_patch_the_renderer_only_inside_the_block():
     cfg = BenchmarkConfig()
     saved = (shapes.object_colours, benchmark.render_objects)
     paper = benchmark.render_single(cfg, 8, seed=0)
-    with image_cues.variant("scene-palette, no-rim"):
+    with image_cues.variant("scene-palette, no-rim", cfg) as patched:
         assert shapes.object_colours is image_cues.scene_palette
-        plain = benchmark.render_single(cfg, 8, seed=0)
+        plain = benchmark.render_single(patched, 8, seed=0)
     assert (shapes.object_colours, benchmark.render_objects) == saved
     np.testing.assert_array_equal(benchmark.render_single(cfg, 8, seed=0)["images"], paper["images"])
     # same scenes (labels, masks), other object colours
@@ -97,30 +97,12 @@ def test_variants_patch_the_renderer_only_inside_the_block():
     assert sat(plain["foreground"])[inside].mean() < sat(paper["foreground"])[inside].mean()
 
 
-def test_scene_texture_paints_each_object_with_the_family_half_a_turn_from_its_class():
-    """The object keeps its class's mask and wears background family (class + B/2) mod B, no rim."""
-    classes = np.array([0, 3, 5, 6])
-    centers, radii, angles = np.full((4, 2), 16.0), np.full(4, 11.0), np.linspace(0, 1, 4)
-    objects = image_cues.scene_texture(shapes.render_objects, 8)
-    masks, rgb = objects(np.random.default_rng(7), classes, centers, radii, angles, 32)
-    rng = np.random.default_rng(7)  # the same draws by hand: the shapes, then the families' textures
-    want_masks, _ = shapes.render_objects(rng, classes, centers, radii, angles, 32, outline=False)
-    want = image_cues.render_backgrounds(rng, np.array([4, 7, 1, 2]), 32)
-    np.testing.assert_array_equal(masks, want_masks)
-    np.testing.assert_array_equal(rgb, want)
-    # texture_classes (the stylized shift set's swap) pick the family, not the shape class
-    _, swapped = objects(np.random.default_rng(7), classes, centers, radii, angles, 32, texture_classes=classes[::-1])
-    rng = np.random.default_rng(7)
-    shapes.render_objects(rng, classes, centers, radii, angles, 32, outline=False)
-    np.testing.assert_array_equal(swapped, image_cues.render_backgrounds(rng, np.array([2, 1, 7, 4]), 32))
-
-
 def test_scene_texture_removes_the_local_contrast_cue_inside_the_block_only():
     cfg = BenchmarkConfig()
     saved = benchmark.render_objects
-    with image_cues.variant("scene-texture", cfg.num_backgrounds):
-        drawn = benchmark.render_single(cfg, 48, seed=0)
-    assert benchmark.render_objects is saved
+    with image_cues.variant("scene-texture", cfg) as scene:
+        assert scene.object_texture == "scene" and benchmark.render_objects is saved  # a param, no patch
+        drawn = benchmark.render_single(scene, 48, seed=0)
     paper = benchmark.render_single(cfg, 48, seed=0)
     cue = image_cues.cue_maps
     # today's objects stand out by local contrast; background-textured ones do not (PxAP near the

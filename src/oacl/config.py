@@ -136,6 +136,12 @@ class BenchmarkConfig:
     object_scale: tuple[float, float] = spec(
         (0.35, 0.65), gt=0.0, le=1.0, doc="object size / image side (single-object sets)"
     )
+    object_texture: Literal["class", "scene"] = spec(
+        "class",
+        doc="class: each class its own object texture type, object palette, dark rim; "
+        "scene: each object wears background family (texture class + num_backgrounds // 2) mod num_backgrounds, "
+        "in that family's colours, no rim",
+    )
     texture_corr: float = spec(
         1.0,
         ge=0.0,

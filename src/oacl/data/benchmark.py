@@ -1,7 +1,12 @@
 """The embedded scene-bias benchmark: procedural multi-object, single-object and shift sets.
 
 What is generated (all images ``s x s`` RGB, ``s = image_size``; see ``oacl.data.shapes`` for the
-object classes and ``oacl.data.textures`` for the background families):
+object classes and ``oacl.data.textures`` for the background families). How objects are painted
+is ``object_texture``: ``class`` — each class its own object texture type in the object palette,
+with a dark 1-px rim; ``scene`` — each object's shape filled with background family
+``(texture class + num_backgrounds // 2) mod num_backgrounds``, rendered as that family's scenes
+are, no rim, so objects and scenes share texture scale, contrast and colours and only the shape
+and which texture carry the class (never the class's own paired background family):
 
 ``multi/`` — the COCO analogue (contextual bias). Each scene has 1-4 objects. The *primary*
 object's class is drawn uniformly (balanced); every extra object comes from the primary's
@@ -308,6 +313,31 @@ def _place(
 # ------------------------------------------------------------------------- single object
 
 
+def _objects(
+    rng: np.random.Generator,
+    cfg: BenchmarkConfig,
+    classes: np.ndarray,
+    centers: np.ndarray,
+    radii: np.ndarray,
+    angles: np.ndarray,
+    texture_classes: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (n, s, s) bool and colours (n, s, s, 3) float in [0, 1] of objects, painted as
+    ``object_texture`` says: ``class`` — the texture type of ``texture_classes`` (default the class)
+    in the object palette with a dark rim (``shapes.render_objects``); ``scene`` — the shape's mask
+    filled with background family ``(texture class + num_backgrounds // 2) mod num_backgrounds``,
+    rendered as a scene of that family is (its own colours, no rim), so texture scale, contrast and
+    colour statistics are shared by objects and backgrounds and only shape and *which* texture
+    carry the class."""
+    s = cfg.image_size
+    if cfg.object_texture == "class":
+        return render_objects(rng, classes, centers, radii, angles, s, texture_classes=texture_classes)
+    masks, _ = render_objects(rng, classes, centers, radii, angles, s, texture_classes=texture_classes, outline=False)
+    tex = np.asarray(classes if texture_classes is None else texture_classes, np.int64)
+    b = cfg.num_backgrounds
+    return masks, render_backgrounds(rng, (tex + b // 2) % b, s)
+
+
 def _texture_of(rng: np.random.Generator, classes: np.ndarray, cfg: BenchmarkConfig) -> np.ndarray | None:
     """Texture class per object: its own with probability ``texture_corr``, else another class's (uniform).
 
@@ -346,14 +376,14 @@ def _render_single_layers(
                 bg[sl] = _to_u8(squeeze_hues(render_backgrounds(rng, families[sl], s), cfg.hue_spread))
             tex = _texture_of(rng, labels[sl], cfg) if texture_classes is None else texture_classes[sl]
             r, c, a = _place(rng, k, s, cfg.object_scale)
-            m, rgb = render_objects(rng, labels[sl], c, r, a, s, texture_classes=tex)
+            m, rgb = _objects(rng, cfg, labels[sl], c, r, a, tex)
             for _ in range(20):  # a degenerate draw (possible only for tiny objects): re-draw that object
                 empty = np.flatnonzero(~m.any((1, 2)))
                 if not empty.size:
                     break
                 r2, c2, a2 = _place(rng, empty.size, s, cfg.object_scale)
-                m[empty], rgb[empty] = render_objects(
-                    rng, labels[sl][empty], c2, r2, a2, s, texture_classes=None if tex is None else tex[empty]
+                m[empty], rgb[empty] = _objects(
+                    rng, cfg, labels[sl][empty], c2, r2, a2, None if tex is None else tex[empty]
                 )
             else:
                 raise RuntimeError(f"could not render a visible object at image_size {s}, scale {cfg.object_scale}")
@@ -589,7 +619,7 @@ def render_multi(rng: np.random.Generator, cfg: BenchmarkConfig, n: int) -> Mult
             canvas = squeeze_hues(render_backgrounds(rng, families[lo:hi], s), cfg.hue_spread)
             angles = rng.uniform(0, 2 * np.pi, sel.size)
             tex = _texture_of(rng, o_cls_a[sel], cfg)
-            masks, rgb = render_objects(rng, o_cls_a[sel], o_c_a[sel], o_r_a[sel], angles, s, texture_classes=tex)
+            masks, rgb = _objects(rng, cfg, o_cls_a[sel], o_c_a[sel], o_r_a[sel], angles, tex)
             rgb = squeeze_hues(rgb, cfg.hue_spread)
             local, ranks = o_img_a[sel] - lo, o_rank_a[sel]
             cover = np.zeros((hi - lo, s, s), bool)
