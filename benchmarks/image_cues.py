@@ -13,7 +13,8 @@ the centred Gaussian (σ = 0.3 of the side) for reference.
 a benchmark where these cues fail (not params of the pipeline yet; they patch the renderer of this
 process only):
 
-- ``paper``: today's renderer (saturated objects, bright / dark parts, a dark 1-px rim);
+- ``paper``: the class-texture renderer, ``object_texture: class`` (saturated objects, bright /
+  dark parts, a dark 1-px rim);
 - ``no-rim``: without the dark rim;
 - ``scene-palette``: object colours drawn as the backgrounds' are (moderate saturation, a
   luminance step of 0.15–0.35 between the two colours), rim kept;
@@ -21,8 +22,9 @@ process only):
 - ``camouflage``: no rim, and each object recoloured with its own image's background colours: the
   object's luminance pattern, min-max scaled inside the mask, interpolates between the background
   pixels at the 10th and 90th luminance percentiles (the texture pattern kept, the colours shared).
-- ``scene-texture``: the generator's ``data.benchmark.object_texture: scene`` — no rim, and each
-  object painted with a background family's texture instead of its class's object texture — family ``(texture class + B / 2) mod B`` of the ``B`` =
+- ``scene-texture``: the generator's ``data.benchmark.object_texture: scene`` (the default since
+  2026-12-02) — no rim, and each object painted with a background family's texture instead of its
+  class's object texture — family ``(texture class + B / 2) mod B`` of the ``B`` =
   ``num_backgrounds`` families, so never its class's paired background — in that family's own
   colours (drawn as the backgrounds' are): texture scale, contrast and colours come from the same
   distributions inside and outside the objects, and only the shape and which texture tell them apart;
@@ -30,7 +32,7 @@ process only):
   background's colours).
 
 ``--stored`` scores the training splits the pipeline's ContraCAM reads instead (``data/`` after
-``dvc repro generate``; single and multi), with today's renderer.
+``dvc repro generate``; single and multi), rendered as the params said.
 
     PYTHONPATH=src python benchmarks/image_cues.py [--params params.yaml] [--images 512] [--variants ...]
     PYTHONPATH=src python benchmarks/image_cues.py --stored
