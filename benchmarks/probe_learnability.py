@@ -56,10 +56,12 @@ def probe(encoder: torch.nn.Module, data: Path, seed: int) -> dict[str, float]:
     encoder.eval()
     crops = standardize(*(features(encoder, data / "multi" / f"crops_{s}.h5") for s in ("train", "val", "test")))
     clf = fit(crops[0], crops[1], seed)
-    row = {"crops": 100 * clf.score(*crops[2])}
+    # "*_val": the validation split that chose C (a little optimistic); configurations are compared on it
+    row = {"crops": 100 * clf.score(*crops[2]), "crops_val": 100 * clf.score(*crops[1])}
     names = ("train", "val", "original", "mixed_same", "mixed_rand", "only_fg")
     single = standardize(*(features(encoder, data / "single" / f"{s}.h5") for s in names))
     clf = fit(single[0], single[1], seed)
+    row["single_val"] = 100 * clf.score(*single[1])
     for name, split in zip(names[2:], single[2:]):
         row[name] = 100 * clf.score(*split)
     row["bg_gap"] = row["mixed_same"] - row["mixed_rand"]

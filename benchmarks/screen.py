@@ -17,7 +17,8 @@ and the recipe) — it measures, on the same architecture and the same frozen-fe
 
 The probe is :func:`probe_learnability.probe` (scikit-learn logistic regression, C chosen on the
 validation split): object crops, ORIGINAL, MIXED-SAME, MIXED-RAND, ONLY-FG and BG-Gap (test
-splits). Each row is printed and appended to ``--out`` as JSON (config, steps, seconds, img/s,
+splits), and ``crops_val`` / ``single_val``, the validation accuracies that configurations are
+compared on. Each row is printed and appended to ``--out`` as JSON (config, steps, seconds, img/s,
 accuracies), so every configuration tried stays on record.
 
 ``--variant`` generates the candidate under one of ``image_cues.py``'s renderer variants
