@@ -13,7 +13,9 @@ and the recipe) — it measures, on the same architecture and the same frozen-fe
   the training images, their primary-object class) for the same number of steps — the learnable
   ceiling of that budget;
 - ``moco`` / ``byol``: the project's MoCo v2 / BYOL through the training engine for ``--steps``
-  optimiser steps (``pretrain.batch_size`` images each), one row per ``--seeds``.
+  optimiser steps (``pretrain.batch_size`` images each), one row per ``--seeds``; with
+  ``--debias oacrop_gt`` (or another variant that needs no ContraCAM store) trained from scratch
+  with that retraining variant's views instead: the ground-truth oracle of the debiasing.
 
 The probe is :func:`probe_learnability.probe` (scikit-learn logistic regression, C chosen on the
 validation split): object crops, ORIGINAL, MIXED-SAME, MIXED-RAND, ONLY-FG and BG-Gap (test
@@ -58,6 +60,7 @@ from oacl.perf import resolve_amp  # noqa: E402
 from oacl.schedules import effective_lr, lr_at  # noqa: E402
 from oacl.train.engine import EpochRecord, IndexedViews, TrainResult, train  # noqa: E402
 from oacl.train.pretrain import build_method, open_train_set, train_settings, view_settings  # noqa: E402
+from oacl.train.retrain import DEBIAS, build_views  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,8 +154,13 @@ def train_ssl(
     steps: int,
     seed: int,
     on_epoch_end: Callable[[EpochRecord, TrainResult], None] | None = None,
+    debias: str | None = None,
 ) -> tuple[nn.Module, float, int]:
     """MoCo / BYOL through the project's engine for about ``steps`` steps (whole epochs).
+
+    ``debias``: train with a retraining variant's views instead of the vanilla two views — one
+    that needs no ContraCAM store (``oacrop_gt``, ``hardmix_gt``, ``mixup``, ``cutmix``): the
+    ground-truth oracles of the debiasing, screened from scratch like the vanilla model.
 
     ``on_epoch_end`` (the engine's hook) sees the model after every epoch: ``--probe-every``
     probes it there: a learning curve under one schedule (an intermediate point is not a run of
@@ -167,7 +175,10 @@ def train_ssl(
     )
     torch.manual_seed(seed)
     model = build_method(method, cfg)
-    views = two_view_pipeline(view_settings(cfg, size))
+    if debias is None:
+        views = two_view_pipeline(view_settings(cfg, size))
+    else:
+        data, views = build_views(params, debias, data, size)
     t0 = time.perf_counter()
     result = train(model, data, views, settings, device="cpu", progress=False, on_epoch_end=on_epoch_end)
     return result.model.encoder, time.perf_counter() - t0, epochs * per_epoch
@@ -228,6 +239,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument(
+        "--debias",
+        choices=sorted(k for k, v in DEBIAS.items() if v.cam is None),
+        help="moco/byol: train with this retraining variant's views (a ground-truth oracle or a mixing baseline)",
+    )
     p.add_argument("--probe-every", type=int, default=0, metavar="EPOCHS", help="moco/byol: also probe every n epochs")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "learnability.jsonl")
     args = p.parse_args()
@@ -252,6 +268,7 @@ def main() -> None:
         "arch": cfg.arch,
         "stem": cfg.stem,
         "n_train": len(data),
+        **({"debias": args.debias} if args.debias else {}),
     }
 
     def emit(row: dict[str, Any]) -> None:
@@ -296,7 +313,9 @@ def main() -> None:
                         )
                         result.model.train()
 
-                enc, sec, steps = train_ssl(params, what, data, size, args.steps, s, on_epoch_end=curve)
+                enc, sec, steps = train_ssl(
+                    params, what, data, size, args.steps, s, on_epoch_end=curve, debias=args.debias
+                )
             emit(
                 {
                     "what": what,
