@@ -252,6 +252,8 @@ def main() -> None:
         return
     if not args.tag:
         p.error("--tag is required (unless --table)")
+    if args.debias and not set(args.what.split(",")) <= {"moco", "byol"}:
+        p.error("--debias trains moco / byol only: pass --what moco, byol or moco,byol")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     overrides = dotted(args.sets)
     raw = overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
