@@ -30,6 +30,10 @@ process only):
   distributions inside and outside the objects, and only the shape and which texture tell them apart;
 - ``scene-texture, camouflage``: ``scene-texture`` recoloured as ``camouflage`` (its own
   background's colours).
+- ``disjoint-texture``: as ``scene-texture``, but class ``c`` wears family ``B + c``, one of the
+  scene families that no background uses (so ``num_backgrounds + num_classes`` ≤ the 10 families):
+  objects and scenes share texture statistics but no texture, so invariance to the background
+  (what BG-Mixup teaches) is not invariance to the object's own texture.
 
 ``--stored`` scores the training splits the pipeline's ContraCAM reads instead (``data/`` after
 ``dvc repro generate``; single and multi), rendered as the params said.
@@ -53,7 +57,7 @@ from oacl.cam.pipeline import ground_truth, open_cam_set
 from oacl.cam.postprocess import PostprocessOptions, refine_batch
 from oacl.config import BenchmarkConfig, load_params
 from oacl.data import benchmark, shapes
-from oacl.data.textures import luminance
+from oacl.data.textures import BACKGROUNDS, luminance, render_backgrounds
 from oacl.localization import mask_ious, pxap
 
 
@@ -105,6 +109,31 @@ def scene_palette(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
 
 
 @contextlib.contextmanager
+def disjoint_textures(cfg: BenchmarkConfig) -> Iterator[None]:
+    """Inside the block, ``object_texture: scene`` objects of texture class c wear family ``num_backgrounds + c``."""
+    first, count = cfg.num_backgrounds, len(BACKGROUNDS)
+    if first + cfg.num_classes > count:
+        raise ValueError(
+            f"disjoint-texture needs num_backgrounds + num_classes <= {count} families, got {first} + {cfg.num_classes}"
+        )
+    saved = benchmark._objects
+
+    def objects(rng, cfg, classes, centers, radii, angles, texture_classes):  # noqa: ANN001, ANN202
+        s = cfg.image_size
+        masks, _ = benchmark.render_objects(
+            rng, classes, centers, radii, angles, s, texture_classes=texture_classes, outline=False
+        )
+        tex = np.asarray(classes if texture_classes is None else texture_classes, np.int64)
+        return masks, render_backgrounds(rng, first + tex, s)
+
+    benchmark._objects = objects
+    try:
+        yield
+    finally:
+        benchmark._objects = saved
+
+
+@contextlib.contextmanager
 def variant(name: str, cfg: BenchmarkConfig) -> Iterator[BenchmarkConfig]:
     """Yield the benchmark config that renders one screening variant (see the module docstring).
 
@@ -113,6 +142,10 @@ def variant(name: str, cfg: BenchmarkConfig) -> Iterator[BenchmarkConfig]:
     """
     if name.startswith("scene-texture"):
         yield dataclasses.replace(cfg, object_texture="scene")
+        return
+    if name == "disjoint-texture":
+        with disjoint_textures(cfg):
+            yield dataclasses.replace(cfg, object_texture="scene")
         return
     palette = "scene-palette" in name
     rim = "no-rim" not in name and name != "camouflage"
@@ -136,6 +169,7 @@ VARIANTS = (
     "camouflage",
     "scene-texture",
     "scene-texture, camouflage",
+    "disjoint-texture",
 )
 
 

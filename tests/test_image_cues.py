@@ -109,3 +109,24 @@ def test_scene_texture_removes_the_local_contrast_cue_inside_the_block_only():
     # object fraction, far below today's)
     assert pxap(paper["masks"], cue(paper["images"])["local std 9 px"]) > 70
     assert pxap(drawn["masks"], cue(drawn["images"])["local std 9 px"]) < 40
+
+
+def test_disjoint_texture_dresses_class_c_in_the_unused_family_b_plus_c(monkeypatch):
+    cfg = BenchmarkConfig(num_classes=4, num_backgrounds=4)
+    worn = []
+    real = image_cues.render_backgrounds
+    monkeypatch.setattr(image_cues, "render_backgrounds", lambda rng, fam, s: worn.append(fam) or real(rng, fam, s))
+    saved = benchmark._objects
+    with image_cues.variant("disjoint-texture", cfg) as patched:
+        assert patched.object_texture == "scene" and benchmark._objects is not saved
+        drawn = benchmark.render_single(patched, 16, seed=0)
+    assert benchmark._objects is saved
+    # one object per image, rendered in order: class c wears family 4 + c; backgrounds stay in 0-3
+    np.testing.assert_array_equal(np.concatenate(worn), 4 + drawn["labels"])
+    assert drawn["backgrounds"].max() < 4
+
+
+def test_disjoint_texture_needs_a_free_family_per_class():
+    with pytest.raises(ValueError, match="num_backgrounds \\+ num_classes <= 10 families, got 8 \\+ 8"):
+        with image_cues.variant("disjoint-texture", BenchmarkConfig(num_classes=8, num_backgrounds=8)):
+            pass
