@@ -15,7 +15,9 @@ and the recipe) — it measures, on the same architecture and the same frozen-fe
 - ``moco`` / ``byol``: the project's MoCo v2 / BYOL through the training engine for ``--steps``
   optimiser steps (``pretrain.batch_size`` images each), one row per ``--seeds``; with
   ``--debias oacrop_gt`` (or another variant that needs no ContraCAM store) trained from scratch
-  with that retraining variant's views instead: the ground-truth oracle of the debiasing.
+  with that retraining variant's views instead: the ground-truth oracle of the debiasing;
+  ``--donor-fill stretch`` (with ``hardmix_gt``) stretches each donor's background rectangle over
+  the view instead of tiling it (the paper's way): a diagnostic of the tiling's seams.
 
 The probe is :func:`probe_learnability.probe` (scikit-learn logistic regression, C chosen on the
 validation split): object crops, ORIGINAL, MIXED-SAME, MIXED-RAND, ONLY-FG and BG-Gap (test
@@ -52,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_cues import VARIANTS, variant  # noqa: E402
 from probe_learnability import probe  # noqa: E402
 
+from oacl.augment import bgmix  # noqa: E402
 from oacl.augment.views import two_view_pipeline  # noqa: E402
 from oacl.config import BenchmarkConfig, Params, overlay, parse_section  # noqa: E402
 from oacl.data.benchmark import generate_benchmark  # noqa: E402
@@ -184,6 +187,15 @@ def train_ssl(
     return result.model.encoder, time.perf_counter() - t0, epochs * per_epoch
 
 
+def stretch_patch(patch: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``patch`` (C, h, w) resized (bilinear) to (C, H, W) = ``size``: ``--donor-fill stretch``'s
+    stand-in for :func:`oacl.augment.bgmix.tile_patch` — a background without the tiling's seams,
+    its texture scale distorted instead."""
+    hh, ww = (size, size) if isinstance(size, int) else size
+    out = F.interpolate(patch[None].float(), size=(hh, ww), mode="bilinear", align_corners=False)[0]
+    return out if patch.is_floating_point() else out.round().clamp(0, 255).to(patch.dtype)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The screening table in Markdown: every row, then each trained row against the mean of the
     random-init rows of the same benchmark (same ``data`` overrides) and architecture."""
@@ -244,6 +256,13 @@ def main() -> None:
         choices=sorted(k for k, v in DEBIAS.items() if v.cam is None),
         help="moco/byol: train with this retraining variant's views (a ground-truth oracle or a mixing baseline)",
     )
+    p.add_argument(
+        "--donor-fill",
+        choices=("tile", "stretch"),
+        default="tile",
+        help="hardmix_gt: fill the view with the donor's largest background rectangle tiled (the paper) or "
+        "stretched (no seams; a diagnostic)",
+    )
     p.add_argument("--probe-every", type=int, default=0, metavar="EPOCHS", help="moco/byol: also probe every n epochs")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "learnability.jsonl")
     args = p.parse_args()
@@ -254,6 +273,10 @@ def main() -> None:
         p.error("--tag is required (unless --table)")
     if args.debias and not set(args.what.split(",")) <= {"moco", "byol"}:
         p.error("--debias trains moco / byol only: pass --what moco, byol or moco,byol")
+    if args.donor_fill != "tile":
+        if args.debias != "hardmix_gt":
+            p.error("--donor-fill stretch changes hardmix_gt's donor backgrounds: pass --debias hardmix_gt")
+        bgmix.tile_patch = stretch_patch  # background_tile looks it up at call time; loader workers fork after this
     torch.set_num_threads(max(1, torch.get_num_threads()))
     overrides = dotted(args.sets)
     raw = overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
@@ -271,6 +294,7 @@ def main() -> None:
         "stem": cfg.stem,
         "n_train": len(data),
         **({"debias": args.debias} if args.debias else {}),
+        **({"donor_fill": args.donor_fill} if args.donor_fill != "tile" else {}),
     }
 
     def emit(row: dict[str, Any]) -> None:
