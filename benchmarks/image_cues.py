@@ -118,7 +118,7 @@ def disjoint_textures(cfg: BenchmarkConfig) -> Iterator[None]:
         )
     saved = benchmark._objects
 
-    def objects(rng, cfg, classes, centers, radii, angles, texture_classes):  # noqa: ANN001, ANN202
+    def objects(rng, cfg, classes, centers, radii, angles, texture_classes):  # benchmark._objects's signature
         s = cfg.image_size
         masks, _ = benchmark.render_objects(
             rng, classes, centers, radii, angles, s, texture_classes=texture_classes, outline=False
@@ -137,7 +137,8 @@ def disjoint_textures(cfg: BenchmarkConfig) -> Iterator[None]:
 def variant(name: str, cfg: BenchmarkConfig) -> Iterator[BenchmarkConfig]:
     """Yield the benchmark config that renders one screening variant (see the module docstring).
 
-    ``scene-texture`` is the generator's own ``object_texture: scene``; the others set
+    ``scene-texture`` is the generator's own ``object_texture: scene``; ``disjoint-texture`` sets it
+    too and patches the family each object wears (:func:`disjoint_textures`); the others set
     ``object_texture: class`` and patch this process's object renderer inside the block.
     """
     if name.startswith("scene-texture"):
