@@ -127,6 +127,8 @@ def test_disjoint_texture_dresses_class_c_in_the_unused_family_b_plus_c(monkeypa
 
 
 def test_disjoint_texture_needs_a_free_family_per_class():
+    saved = benchmark._objects
     with pytest.raises(ValueError, match="num_backgrounds \\+ num_classes <= 10 families, got 8 \\+ 8"):
         with image_cues.variant("disjoint-texture", BenchmarkConfig(num_classes=8, num_backgrounds=8)):
-            pass
+            pass  # entering the block raises: 8 + 8 families needed, 10 exist
+    assert benchmark._objects is saved  # refused before anything was patched
