@@ -19,6 +19,10 @@ and the recipe) — it measures, on the same architecture and the same frozen-fe
   ``--donor-fill stretch`` (with ``hardmix_gt``) stretches each donor's background rectangle over
   the view instead of tiling it (the paper's way): a diagnostic of the tiling's seams.
 
+``--byol-tau-final`` ends BYOL's target EMA ramp below 1 (patched in this process): a lever screened
+before it becomes a param. Each moco / byol row keeps its per-epoch ``trace`` (loss, lr, the
+engine's stats such as ``pair_cos``), to tell a run that collapsed from one that learnt slowly.
+
 The probe is :func:`probe_learnability.probe` (scikit-learn logistic regression, C chosen on the
 validation split): object crops, ORIGINAL, MIXED-SAME, MIXED-RAND, ONLY-FG and BG-Gap (test
 splits), and ``crops_val`` / ``single_val``, the validation accuracies that configurations are
@@ -41,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +63,9 @@ from oacl.augment import bgmix  # noqa: E402
 from oacl.augment.views import two_view_pipeline  # noqa: E402
 from oacl.config import BenchmarkConfig, Params, overlay, parse_section  # noqa: E402
 from oacl.data.benchmark import generate_benchmark  # noqa: E402
+from oacl.models import byol  # noqa: E402
 from oacl.models.backbones import build_backbone, feature_dim  # noqa: E402
+from oacl.models.ema import cosine_momentum  # noqa: E402
 from oacl.perf import resolve_amp  # noqa: E402
 from oacl.schedules import effective_lr, lr_at  # noqa: E402
 from oacl.train.engine import EpochRecord, IndexedViews, TrainResult, train  # noqa: E402
@@ -196,6 +203,13 @@ def stretch_patch(patch: torch.Tensor, size: int | tuple[int, int]) -> torch.Ten
     return out if patch.is_floating_point() else out.round().clamp(0, 255).to(patch.dtype)
 
 
+def end_byol_target_at(tau_final: float) -> None:
+    """``--byol-tau-final``: BYOL's target EMA rate ramps (cosine) from ``tau_base`` to ``tau_final``
+    instead of to 1, in this process — :meth:`oacl.models.byol.BYOL.update_target` looks the
+    schedule up at call time."""
+    byol.cosine_momentum = partial(cosine_momentum, final=tau_final)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The screening table in Markdown: every row, then each trained row against the mean of the
     random-init rows of the same benchmark (same ``data`` overrides) and architecture."""
@@ -263,6 +277,13 @@ def main() -> None:
         help="hardmix_gt: fill the view with the donor's largest background rectangle tiled (the paper) or "
         "stretched (no seams; a diagnostic)",
     )
+    p.add_argument(
+        "--byol-tau-final",
+        type=float,
+        metavar="TAU",
+        help="byol: ramp the target's EMA rate from tau_base to TAU instead of BYOL's 1 (a screening lever, "
+        "not a pipeline param)",
+    )
     p.add_argument("--probe-every", type=int, default=0, metavar="EPOCHS", help="moco/byol: also probe every n epochs")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "learnability.jsonl")
     args = p.parse_args()
@@ -277,6 +298,10 @@ def main() -> None:
         if args.debias != "hardmix_gt":
             p.error("--donor-fill stretch changes hardmix_gt's donor backgrounds: pass --debias hardmix_gt")
         bgmix.tile_patch = stretch_patch  # background_tile looks it up at call time; loader workers fork after this
+    if args.byol_tau_final is not None:
+        if not 0.0 <= args.byol_tau_final <= 1.0:
+            p.error(f"--byol-tau-final must be in [0, 1], got {args.byol_tau_final}")
+        end_byol_target_at(args.byol_tau_final)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     overrides = dotted(args.sets)
     raw = overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
@@ -295,6 +320,7 @@ def main() -> None:
         "n_train": len(data),
         **({"debias": args.debias} if args.debias else {}),
         **({"donor_fill": args.donor_fill} if args.donor_fill != "tile" else {}),
+        **({"byol_tau_final": args.byol_tau_final} if args.byol_tau_final is not None else {}),
     }
 
     def emit(row: dict[str, Any]) -> None:
@@ -316,12 +342,17 @@ def main() -> None:
                 emit({"what": "random", "seed": s, "encoder": build_backbone(cfg.arch, cfg.stem)})
             continue
         for s in args.seeds:
+            trace: list[dict[str, float]] = []  # per epoch of a moco / byol run: loss, lr, the engine's stats
             if what == "supervised":
                 enc, _, sec = train_supervised(params, data, size, args.steps, s)
                 steps = args.steps
             else:
 
-                def curve(record: EpochRecord, result: TrainResult, what: str = what, s: int = s) -> None:
+                def curve(
+                    record: EpochRecord, result: TrainResult, what: str = what, s: int = s, trace: list = trace
+                ) -> None:
+                    stats = {k: round(v, 4) for k, v in record.stats.items()}
+                    trace.append({"epoch": record.epoch, "loss": round(record.loss, 4), "lr": record.lr, **stats})
                     last = record.epoch * result.steps_per_epoch >= args.steps
                     if args.probe_every and record.epoch % args.probe_every == 0 and not last:
                         sec = sum(r.seconds for r in result.history)
@@ -349,6 +380,7 @@ def main() -> None:
                     "steps": steps,
                     "seconds": sec,
                     "img_per_s": steps * cfg.batch_size / sec,  # training images per second (not views)
+                    **({"trace": trace} if trace else {}),
                     "encoder": enc,
                 }
             )

@@ -1,4 +1,5 @@
-"""benchmarks/screen.py: --donor-fill stretch, the diagnostic stand-in for BG-HardMix's tiled donor backgrounds."""
+"""benchmarks/screen.py: --donor-fill stretch, the diagnostic stand-in for BG-HardMix's tiled donor backgrounds,
+and --byol-tau-final, BYOL's target EMA ramp ended below 1."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from oacl.augment import bgmix
+from oacl.models import byol
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "screen.py"
 spec = importlib.util.spec_from_file_location("screen", SCRIPT)
@@ -35,3 +37,27 @@ def test_donor_fill_needs_the_hardmix_oracle(monkeypatch, capsys):
     assert exit_.value.code == 2
     assert "--donor-fill stretch changes hardmix_gt's donor backgrounds" in capsys.readouterr().err
     assert bgmix.tile_patch is not screen.stretch_patch  # refused before anything was patched
+
+
+def test_byol_tau_final_ends_the_target_ramp_there(monkeypatch):
+    monkeypatch.setattr(byol, "cosine_momentum", byol.cosine_momentum)  # restored after the test
+    screen.end_byol_target_at(0.99)
+    torch.manual_seed(0)
+    model = byol.BYOL("resnet18", proj_hidden=16, proj_dim=8, pred_hidden=16, tau_base=0.9)
+    with torch.no_grad():
+        for p in model.online_parameters():
+            p.add_(1.0)
+    for progress, tau in ((1.0, 0.99), (0.5, 0.945)):  # BYOL's cosine from 0.9, now to 0.99: 0.945 halfway
+        target = [p.clone() for p in model.projector_target.parameters()]
+        model.update_target(progress)
+        for p, t, o in zip(model.projector_target.parameters(), target, model.projector_online.parameters()):
+            torch.testing.assert_close(p, tau * t + (1.0 - tau) * o)
+
+
+def test_byol_tau_final_out_of_range_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["screen.py", "--tag", "t", "--what", "byol", "--byol-tau-final", "1.5"])
+    with pytest.raises(SystemExit) as exit_:
+        screen.main()
+    assert exit_.value.code == 2
+    assert "--byol-tau-final must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert byol.cosine_momentum.__module__ == "oacl.models.ema"  # refused before anything was patched
