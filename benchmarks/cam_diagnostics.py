@@ -13,19 +13,41 @@ ground-truth class (:func:`oacl.cam.contracam.classifier_cam`, the paper's Table
 added as ``supervised Grad-CAM`` rows (one iteration: no T = 5). Used for docs/benchmarks.md
 ("ContraCAM against null baselines").
 
+``--temperatures`` screens a temperature tau in the contrastive score (Eq. 1 of the paper has one;
+Algorithm 2, the authors' code and this project's ``contrastive_score`` use tau = 1): the score is
+computed on query / tau, i.e. logits q . k / tau, patched in this process only. A small tau weights
+the gradient towards the negatives most similar to the image. ``--expansions`` and ``--nsr``
+restrict the grid.
+
+``--position`` asks whether a map follows the image's content or its position in the frame: per
+(weights, expansion), ContraCAM (T = 1, NSR) on the images as they are and on the images flipped
+upside down (the map flipped back), the mean of each map over the four horizontal bands of the
+image (top to bottom), PxAP of each and of their average; and PxAP when every image is
+reflect-padded by ``--pad`` px on each side and the map cropped back (the border moved out of the
+frame). A map that stays top-heavy after the flip is reading position, not content.
+
+``--aligned-upsampling`` upsamples each CAM as if feature cell j were centred on image pixel s j
+(s = image side / map side: where a torchvision ResNet's stride-2 layers, padded top-left, put it)
+instead of s j + (s - 1) / 2 (what bicubic interpolation without corner alignment assumes); patched
+in this process only.
+
     PYTHONPATH=src python benchmarks/cam_diagnostics.py --model artifacts/models/pretrain-moco/backbone.pt
         [--params params.yaml] [--images 256] [--sets single multi] [--supervised-steps 900]
         [--supervised-cache /tmp/supervised.pt] [--weights trained random supervised]
+        [--temperatures 1 0.2 0.05] [--expansions 1 2 4] [--nsr on off] [--position [--pad 16]]
+        [--aligned-upsampling]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from oacl.cam.contracam import classifier_cam, prepare_cam_model
@@ -40,6 +62,7 @@ from oacl.models.backbones import build_backbone
 from oacl.train.pretrain import open_train_set
 from oacl.vocab import IMAGENET_MEAN, IMAGENET_STD
 
+contracam_module = sys.modules["oacl.cam.contracam"]  # the module (the package exports a function of that name)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_learnability import probe  # noqa: E402
 from screen import train_supervised  # noqa: E402
@@ -54,7 +77,17 @@ def main() -> None:
     p.add_argument("--supervised-steps", type=int, default=0, metavar="N", help="add a label-trained backbone")
     p.add_argument("--supervised-cache", type=Path, metavar="FILE", help="where the label-trained backbone is kept")
     p.add_argument("--weights", nargs="+", default=["trained", "random", "supervised"], help="the rows to compute")
+    p.add_argument("--temperatures", nargs="+", type=float, default=[1.0], help="tau of the contrastive score")
+    p.add_argument("--expansions", nargs="+", type=int, default=[1, 2, 4], choices=[1, 2, 4])
+    p.add_argument("--nsr", nargs="+", default=["on", "off"], choices=["on", "off"])
+    p.add_argument("--position", action="store_true", help="the position table instead (see the docstring)")
+    p.add_argument("--pad", type=int, default=16, metavar="PX", help="--position: reflect padding per side")
+    p.add_argument("--aligned-upsampling", action="store_true", help="cell j of the map centred on pixel s j")
     args = p.parse_args()
+    if args.aligned_upsampling:
+        contracam_module._upsample_normalize = aligned_upsample
+    if min(args.temperatures) <= 0:
+        raise SystemExit(f"--temperatures must be > 0, got {args.temperatures}")
     params = load_params(args.params)
     info = read_backbone(args.model, method="moco")
     enc, proj = load_encoder_projector(args.model, method="moco")
@@ -73,34 +106,110 @@ def main() -> None:
         )
         weights["supervised"] = (sup.eval(), nn.Sequential(head).eval())
     weights = {k: v for k, v in weights.items() if k in args.weights}
-    print("| set | weights | expansion | NSR | CAM inside / outside | PxAP T=1 | PxAP of 1 − CAM | PxAP T=5 |")
-    print("|---|---|---|---|---|---|---|---|")
+    if args.position:
+        weights.pop("supervised", None)  # a classifier standing in for the projector: not what this asks
+        position_table(params, args, weights, info, mean, std)
+        return
+    print("| set | weights | τ | expansion | NSR | CAM inside / outside | PxAP T=1 | PxAP of 1 − CAM | PxAP T=5 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    score = contracam_module.contrastive_score
     for name in args.sets:
         data = open_cam_set(params, name, int(info.get("image_size") or 0))
         idx = np.sort(np.random.default_rng(0).choice(len(data), min(args.images, len(data)), replace=False))
         gt = ground_truth(data, idx)
         images = np.stack([np.asarray(data[int(i)]["image"]).transpose(1, 2, 0) for i in idx])  # (n, H, W, 3)
         for label, (e, pr) in weights.items():
-            for expand in (1, 2, 4):
-                for nsr in (True, False):
-                    model = prepare_cam_model(e, pr, expand_res=expand, amp=False)
-                    by_t = soft_masks(
-                        model, images, iters=[1, 5], batch_size=64, remove_negative_signal=nsr, mean=mean, std=std
-                    )
-                    report(name, gt.masks, label, expand, nsr, by_t[1] / 255.0, by_t[5] / 255.0)
+            for expand in args.expansions:
+                model = prepare_cam_model(e, pr, expand_res=expand, amp=False)
+                for nsr in (v == "on" for v in args.nsr):
+                    for tau in args.temperatures:
+                        contracam_module.contrastive_score = with_temperature(score, tau)
+                        by_t = soft_masks(
+                            model, images, iters=[1, 5], batch_size=64, remove_negative_signal=nsr, mean=mean, std=std
+                        )
+                        row = f"{label} | {tau:g}"
+                        report(name, gt.masks, row, expand, nsr, by_t[1] / 255.0, by_t[5] / 255.0)
+                contracam_module.contrastive_score = score
         if "supervised" in weights:
             x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
             labels = torch.tensor([int(data[int(i)]["label"]) for i in idx])
             sup, head = weights["supervised"]
-            for expand in (1, 2, 4):
-                for nsr in (True, False):
+            for expand in args.expansions:
+                for nsr in (v == "on" for v in args.nsr):
                     cams = [
                         classifier_cam(
                             sup, head, x[b : b + 64], labels[b : b + 64], expand_res=expand, remove_negative_signal=nsr
                         )
                         for b in range(0, len(x), 64)
                     ]
-                    report(name, gt.masks, "supervised Grad-CAM", expand, nsr, torch.cat(cams)[:, 0].numpy(), None)
+                    report(name, gt.masks, "supervised Grad-CAM | –", expand, nsr, torch.cat(cams)[:, 0].numpy(), None)
+
+
+def position_table(
+    params: Params,
+    args: argparse.Namespace,
+    weights: dict[str, tuple[nn.Module, nn.Module]],
+    info: dict,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> None:
+    """``--position``: does the CAM follow the content (flip test) or the frame (see the module docstring)?"""
+    print(
+        "| set | weights | expansion | bands top → bottom, as is | bands, flipped and back "
+        "| PxAP as is / flipped / average | PxAP, reflect-padded |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    pad = args.pad
+    for name in args.sets:
+        data = open_cam_set(params, name, int(info.get("image_size") or 0))
+        idx = np.sort(np.random.default_rng(0).choice(len(data), min(args.images, len(data)), replace=False))
+        masks = ground_truth(data, idx).masks
+        images = np.stack([np.asarray(data[int(i)]["image"]).transpose(1, 2, 0) for i in idx])  # (n, H, W, 3)
+        side = images.shape[1]
+        padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        for label, (e, pr) in weights.items():
+            for expand in args.expansions:
+                model = prepare_cam_model(e, pr, expand_res=expand, amp=False)
+
+                def cam(x: np.ndarray, model=model) -> np.ndarray:
+                    return soft_masks(model, np.ascontiguousarray(x), iters=[1], batch_size=64, mean=mean, std=std)[1]
+
+                plain = cam(images) / 255.0
+                flipped = cam(images[:, ::-1])[:, ::-1] / 255.0
+                cropped = cam(padded)[:, pad : pad + side, pad : pad + side] / 255.0
+                lo, hi = cropped.min(axis=(1, 2), keepdims=True), cropped.max(axis=(1, 2), keepdims=True)
+                cropped = (cropped - lo) / np.maximum(hi - lo, 1e-12)  # min-max again inside the frame
+                print(
+                    f"| {name} | {label} | ×{expand} | {bands(plain)} | {bands(flipped)} | {pxap(masks, plain):.1f} / "
+                    f"{pxap(masks, flipped):.1f} / {pxap(masks, (plain + flipped) / 2):.1f} | {pxap(masks, cropped):.1f} |",
+                    flush=True,
+                )
+
+
+def aligned_upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``--aligned-upsampling``: (B, 1, h, w) -> (B, 1, H, W), cell j on pixel s j, the last s - 1 rows and
+    columns repeating the edge; min-max normalized per image as ContraCAM's own upsampling."""
+    h, w = cam.shape[-2:]
+    sh, sw = size[0] // h, size[1] // w
+    up = F.interpolate(cam, size=(sh * (h - 1) + 1, sw * (w - 1) + 1), mode="bicubic", align_corners=True)
+    up = F.pad(up, (0, size[1] - up.shape[-1], 0, size[0] - up.shape[-2]), mode="replicate")
+    return contracam_module.minmax_normalize(up)
+
+
+def bands(maps: np.ndarray) -> str:
+    """Mean of (n, H, W) maps over four horizontal bands, top to bottom."""
+    return " ".join(f"{b.mean():.2f}" for b in np.array_split(maps, 4, axis=1))
+
+
+def with_temperature(score: Callable[..., torch.Tensor], tau: float) -> Callable[..., torch.Tensor]:
+    """``score`` computed on query / tau: the logits q . k / tau of Eq. 1 (tau = 1: ``score`` itself)."""
+    if tau == 1.0:
+        return score
+
+    def scored(query: torch.Tensor, key: torch.Tensor, negatives: Sequence[torch.Tensor], groups=None) -> torch.Tensor:
+        return score(query / tau, key, negatives, groups)
+
+    return scored
 
 
 def report(
