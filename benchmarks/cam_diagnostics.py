@@ -14,7 +14,7 @@ added as ``supervised Grad-CAM`` rows (one iteration: no T = 5). Used for docs/b
 ("ContraCAM against null baselines").
 
 ``--temperatures`` screens a temperature tau in the contrastive score (Eq. 1 of the paper has one;
-Algorithm 2, the authors' code and this project's ``contrastive_score`` use tau = 1): the score is
+the paper's Algorithm 2 and this project's ``contrastive_score`` use tau = 1): the score is
 computed on query / tau, i.e. logits q . k / tau, patched in this process only. A small tau weights
 the gradient towards the negatives most similar to the image. ``--expansions`` and ``--nsr``
 restrict the grid.
