@@ -114,10 +114,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     score = contracam_module.contrastive_score
     for name in args.sets:
-        data = open_cam_set(params, name, int(info.get("image_size") or 0))
-        idx = np.sort(np.random.default_rng(0).choice(len(data), min(args.images, len(data)), replace=False))
-        gt = ground_truth(data, idx)
-        images = np.stack([np.asarray(data[int(i)]["image"]).transpose(1, 2, 0) for i in idx])  # (n, H, W, 3)
+        data, idx, masks, images = cam_subset(params, name, info, args.images)
         for label, (e, pr) in weights.items():
             for expand in args.expansions:
                 model = prepare_cam_model(e, pr, expand_res=expand, amp=False)
@@ -128,7 +125,7 @@ def main() -> None:
                             model, images, iters=[1, 5], batch_size=64, remove_negative_signal=nsr, mean=mean, std=std
                         )
                         row = f"{label} | {tau:g}"
-                        report(name, gt.masks, row, expand, nsr, by_t[1] / 255.0, by_t[5] / 255.0)
+                        report(name, masks, row, expand, nsr, by_t[1] / 255.0, by_t[5] / 255.0)
                 contracam_module.contrastive_score = score
         if "supervised" in weights:
             x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
@@ -142,7 +139,16 @@ def main() -> None:
                         )
                         for b in range(0, len(x), 64)
                     ]
-                    report(name, gt.masks, "supervised Grad-CAM | –", expand, nsr, torch.cat(cams)[:, 0].numpy(), None)
+                    report(name, masks, "supervised Grad-CAM | –", expand, nsr, torch.cat(cams)[:, 0].numpy(), None)
+
+
+def cam_subset(params: Params, name: str, info: dict, n: int) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
+    """A fixed random subset (seed 0) of ``name``'s training split: (data set, indices, GT masks (n, H, W),
+    images (n, H, W, 3) uint8) — the same images for every row and every table."""
+    data = open_cam_set(params, name, int(info.get("image_size") or 0))
+    idx = np.sort(np.random.default_rng(0).choice(len(data), min(n, len(data)), replace=False))
+    images = np.stack([np.asarray(data[int(i)]["image"]).transpose(1, 2, 0) for i in idx])
+    return data, idx, ground_truth(data, idx).masks, images
 
 
 def position_table(
@@ -161,10 +167,7 @@ def position_table(
     print("|---|---|---|---|---|---|---|")
     pad = args.pad
     for name in args.sets:
-        data = open_cam_set(params, name, int(info.get("image_size") or 0))
-        idx = np.sort(np.random.default_rng(0).choice(len(data), min(args.images, len(data)), replace=False))
-        masks = ground_truth(data, idx).masks
-        images = np.stack([np.asarray(data[int(i)]["image"]).transpose(1, 2, 0) for i in idx])  # (n, H, W, 3)
+        _, _, masks, images = cam_subset(params, name, info, args.images)
         side = images.shape[1]
         padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
         for label, (e, pr) in weights.items():
@@ -206,7 +209,9 @@ def with_temperature(score: Callable[..., torch.Tensor], tau: float) -> Callable
     if tau == 1.0:
         return score
 
-    def scored(query: torch.Tensor, key: torch.Tensor, negatives: Sequence[torch.Tensor], groups=None) -> torch.Tensor:
+    def scored(
+        query: torch.Tensor, key: torch.Tensor, negatives: Sequence[torch.Tensor], groups: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return score(query / tau, key, negatives, groups)
 
     return scored
