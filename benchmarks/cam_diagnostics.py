@@ -26,6 +26,10 @@ image (top to bottom), PxAP of each and of their average; and PxAP when every im
 reflect-padded by ``--pad`` px on each side and the map cropped back (the border moved out of the
 frame). A map that stays top-heavy after the flip is reading position, not content.
 
+``--alignment`` checks that the maps are registered with the ground truth: PxAP of each map (T = 1,
+NSR) as computed, transposed, flipped either way and turned 180°, and its best shift by up to
+8 px per axis; the map as computed must score highest.
+
 ``--aligned-upsampling`` upsamples each CAM as if feature cell j were centred on image pixel s j
 (s = image side / map side: where a torchvision ResNet's stride-2 layers, padded top-left, put it)
 instead of s j + (s - 1) / 2 (what bicubic interpolation without corner alignment assumes); patched
@@ -34,7 +38,7 @@ in this process only.
     PYTHONPATH=src python benchmarks/cam_diagnostics.py --model artifacts/models/pretrain-moco/backbone.pt
         [--params params.yaml] [--images 256] [--sets single multi] [--supervised-steps 900]
         [--supervised-cache /tmp/supervised.pt] [--weights trained random supervised]
-        [--temperatures 1 0.2 0.05] [--expansions 1 2 4] [--nsr on off] [--position [--pad 16]]
+        [--temperatures 1 0.2 0.05] [--expansions 1 2 4] [--nsr on off] [--position [--pad 16] | --alignment]
         [--aligned-upsampling]
 """
 
@@ -82,6 +86,7 @@ def main() -> None:
     p.add_argument("--nsr", nargs="+", default=["on", "off"], choices=["on", "off"])
     p.add_argument("--position", action="store_true", help="the position table instead (see the docstring)")
     p.add_argument("--pad", type=int, default=16, metavar="PX", help="--position: reflect padding per side")
+    p.add_argument("--alignment", action="store_true", help="the alignment table instead (see the docstring)")
     p.add_argument("--aligned-upsampling", action="store_true", help="cell j of the map centred on pixel s j")
     args = p.parse_args()
     if args.aligned_upsampling:
@@ -106,9 +111,9 @@ def main() -> None:
         )
         weights["supervised"] = (sup.eval(), nn.Sequential(head).eval())
     weights = {k: v for k, v in weights.items() if k in args.weights}
-    if args.position:
+    if args.position or args.alignment:
         weights.pop("supervised", None)  # a classifier standing in for the projector: not what this asks
-        position_table(params, args, weights, info, mean, std)
+        (position_table if args.position else alignment_table)(params, args, weights, info, mean, std)
         return
     print("| set | weights | τ | expansion | NSR | CAM inside / outside | PxAP T=1 | PxAP of 1 − CAM | PxAP T=5 |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -187,6 +192,42 @@ def position_table(
                     f"{pxap(masks, flipped):.1f} / {pxap(masks, (plain + flipped) / 2):.1f} | {pxap(masks, cropped):.1f} |",
                     flush=True,
                 )
+
+
+ALIGNMENTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "as is": lambda m: m,
+    "transposed": lambda m: m.transpose(0, 2, 1),
+    "upside down": lambda m: m[:, ::-1],
+    "mirrored": lambda m: m[:, :, ::-1],
+    "turned 180°": lambda m: m[:, ::-1, ::-1],
+}
+SHIFTS = (-8, -4, 0, 4, 8)  # px, each axis
+
+
+def alignment_table(
+    params: Params,
+    args: argparse.Namespace,
+    weights: dict[str, tuple[nn.Module, nn.Module]],
+    info: dict,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> None:
+    """``--alignment``: are the maps registered with the masks? PxAP of each map as computed and
+    transposed, flipped or turned (:data:`ALIGNMENTS`), and the best shift of it by :data:`SHIFTS`
+    (rolled, wrapping round): a map that scores higher moved has its coordinates wrong."""
+    print("| set | weights | expansion | " + " | ".join(ALIGNMENTS) + " | best shift (dy, dx): PxAP |")
+    print("|---|---|---|" + "---|" * len(ALIGNMENTS) + "---|")
+    for name in args.sets:
+        _, _, masks, images = cam_subset(params, name, info, args.images)
+        for label, (e, pr) in weights.items():
+            for expand in args.expansions:
+                model = prepare_cam_model(e, pr, expand_res=expand, amp=False)
+                cam = soft_masks(model, images, iters=[1], batch_size=64, mean=mean, std=std)[1] / 255.0
+                moved = " | ".join(f"{pxap(masks, np.ascontiguousarray(f(cam))):.1f}" for f in ALIGNMENTS.values())
+                shift = max(
+                    (pxap(masks, np.roll(cam, (dy, dx), axis=(1, 2))), (dy, dx)) for dy in SHIFTS for dx in SHIFTS
+                )
+                print(f"| {name} | {label} | ×{expand} | {moved} | {shift[1]}: {shift[0]:.1f} |", flush=True)
 
 
 def aligned_upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -34,6 +34,16 @@ process only):
   scene families that no background uses (so ``num_backgrounds + num_classes`` ≤ the 10 families):
   objects and scenes share texture statistics but no texture, so invariance to the background
   (what BG-Mixup teaches) is not invariance to the object's own texture.
+- ``shared-scene``: as ``scene-texture``, but the backgrounds of one family are near copies of each
+  other — every per-instance structural parameter drawn from the middle 10 % of its range and the
+  family's two colours fixed (drawn once per family) — while objects vary as before: the object
+  is the only part of an image that tells it from the other images of its family (the
+  instance-discriminative region), as a photographed object is against a common sky or lawn.
+- ``shared-palette``: as ``shared-scene``, with one pair of colours for every family: scenes of
+  different families differ only in their pattern.
+- ``one-scene``: every image has the same background (one scene of family 0, drawn once), only the
+  objects vary — a positive control of a CAM, not a benchmark: the object is the only thing that
+  tells two images apart, so a map of what tells them apart must find it.
 
 ``--stored`` scores the training splits the pipeline's ContraCAM reads instead (``data/`` after
 ``dvc repro generate``; single and multi), rendered as the params said.
@@ -56,8 +66,8 @@ from oacl.cam.nulls import gaussian_map
 from oacl.cam.pipeline import ground_truth, open_cam_set
 from oacl.cam.postprocess import PostprocessOptions, refine_batch
 from oacl.config import BenchmarkConfig, load_params
-from oacl.data import benchmark, shapes
-from oacl.data.textures import BACKGROUNDS, luminance, render_backgrounds
+from oacl.data import benchmark, shapes, textures
+from oacl.data.textures import BACKGROUNDS, instance_spread, luminance, render_backgrounds
 from oacl.localization import mask_ious, pxap
 
 
@@ -133,6 +143,66 @@ def disjoint_textures(cfg: BenchmarkConfig) -> Iterator[None]:
         benchmark._objects = saved
 
 
+SHARED_SPREAD = (
+    0.1  # shared-scene and kin: the fraction of each per-instance parameter range a background is drawn from
+)
+SHARED = {"shared-scene": "family", "shared-palette": "global", "one-scene": "one"}  # variant -> shared_scenes(colours)
+
+
+@contextlib.contextmanager
+def shared_scenes(colours: str = "family") -> Iterator[None]:
+    """Inside the block, backgrounds are near copies (``shared-scene`` and its kin); objects as drawn.
+
+    The generator's background renderer is replaced by one that draws each family's parameters
+    from :data:`SHARED_SPREAD` of their ranges, in fixed colours: ``colours`` ``family`` — the
+    family's palette drawn once from a generator seeded by the family (``shared-scene``);
+    ``global`` — family 0's for every family (``shared-palette``); ``one`` — every background is
+    one scene of family 0, drawn once (``one-scene``). ``object_texture: scene`` objects keep the
+    full ranges and their own colours.
+    """
+    if colours not in ("family", "global", "one"):
+        raise ValueError(f"colours must be family, global or one, got {colours!r}")
+    saved_bg, saved_obj, saved_palette = benchmark.render_backgrounds, benchmark._objects, textures._palette
+    names = list(BACKGROUNDS)
+
+    def family_palette(fam: int) -> Callable:
+        a, b = saved_palette(np.random.default_rng(7919 + (0 if colours != "family" else fam)), 1)
+        return lambda rng, n: (np.repeat(a, n, axis=0), np.repeat(b, n, axis=0))
+
+    def render(rng, fam: int, n: int, size: int) -> np.ndarray:
+        textures._palette = family_palette(fam)
+        try:
+            with instance_spread(SHARED_SPREAD):
+                return np.clip(BACKGROUNDS[names[fam]](rng, n, size), 0.0, 1.0)
+        finally:
+            textures._palette = saved_palette
+
+    def backgrounds(rng, families, size, *, chunk=128):  # textures.render_backgrounds's signature
+        families = np.asarray(families, np.int64)
+        if colours == "one":
+            scene = render(np.random.default_rng(7919), 0, 1, size)
+            return np.repeat(scene, families.size, axis=0)
+        out = np.empty((families.size, size, size, 3), np.float32)
+        for fam in np.unique(families):
+            idx = np.flatnonzero(families == fam)
+            out[idx] = render(rng, int(fam), idx.size, size)
+        return out
+
+    def objects(rng, cfg, classes, centers, radii, angles, texture_classes):  # benchmark._objects's signature
+        masks, _ = benchmark.render_objects(
+            rng, classes, centers, radii, angles, cfg.image_size, texture_classes=texture_classes, outline=False
+        )
+        tex = np.asarray(classes if texture_classes is None else texture_classes, np.int64)
+        b = cfg.num_backgrounds
+        return masks, render_backgrounds(rng, (tex + b // 2) % b, cfg.image_size)  # the full ranges
+
+    benchmark.render_backgrounds, benchmark._objects = backgrounds, objects
+    try:
+        yield
+    finally:
+        benchmark.render_backgrounds, benchmark._objects = saved_bg, saved_obj
+
+
 @contextlib.contextmanager
 def variant(name: str, cfg: BenchmarkConfig) -> Iterator[BenchmarkConfig]:
     """Yield the benchmark config that renders one screening variant (see the module docstring).
@@ -146,6 +216,10 @@ def variant(name: str, cfg: BenchmarkConfig) -> Iterator[BenchmarkConfig]:
         return
     if name == "disjoint-texture":
         with disjoint_textures(cfg):
+            yield dataclasses.replace(cfg, object_texture="scene")
+        return
+    if name in SHARED:
+        with shared_scenes(SHARED[name]):
             yield dataclasses.replace(cfg, object_texture="scene")
         return
     palette = "scene-palette" in name
@@ -171,6 +245,9 @@ VARIANTS = (
     "scene-texture",
     "scene-texture, camouflage",
     "disjoint-texture",
+    "shared-scene",
+    "shared-palette",
+    "one-scene",
 )
 
 

@@ -52,3 +52,16 @@ def test_contracams_own_upsampling_centres_an_inner_cell_half_a_cell_further():
 def test_bands_are_the_means_of_four_horizontal_strips():
     maps = np.broadcast_to(np.arange(8, dtype=float)[None, :, None], (2, 8, 3))  # value = row index
     assert diag.bands(maps) == "0.50 2.50 4.50 6.50"
+
+
+def test_alignments_move_an_off_centre_map_off_its_mask():
+    from oacl.localization import pxap
+
+    masks = np.zeros((2, 16, 16), np.uint8)
+    masks[:, 1:5, 9:15] = 1  # top right, wider than tall: every move of the map misses it
+    scores = {
+        name: pxap(masks, np.ascontiguousarray(f(masks.astype(np.float32)))) for name, f in diag.ALIGNMENTS.items()
+    }
+    assert scores["as is"] == 100.0
+    assert all(v < 40 for name, v in scores.items() if name != "as is")
+    assert 0 in diag.SHIFTS

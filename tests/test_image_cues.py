@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -132,3 +133,28 @@ def test_disjoint_texture_needs_a_free_family_per_class():
         with image_cues.variant("disjoint-texture", BenchmarkConfig(num_classes=8, num_backgrounds=8)):
             pass  # entering the block raises: 8 + 8 families needed, 10 exist
     assert benchmark._objects is saved  # refused before anything was patched
+
+
+def test_shared_scene_makes_a_familys_backgrounds_near_copies_and_leaves_objects_free():
+    cfg = BenchmarkConfig()
+    saved = (benchmark.render_backgrounds, benchmark._objects, image_cues.textures._palette)
+    plain = benchmark.render_single(dataclasses.replace(cfg, object_texture="scene"), 96, seed=0)
+    with image_cues.variant("shared-scene", cfg) as patched:
+        assert patched.object_texture == "scene" and benchmark.render_backgrounds is not saved[0]
+        shared = benchmark.render_single(patched, 96, seed=0)
+    assert (benchmark.render_backgrounds, benchmark._objects, image_cues.textures._palette) == saved
+
+    def spread(drawn: dict, layer: str, where: np.ndarray) -> float:
+        """Mean over families of the s.d. across images of each image's mean colour in ``where``."""
+        colours = np.array([drawn[layer][i][where[i]].mean(axis=0) for i in range(len(where))])
+        fams = drawn["backgrounds"]
+        return float(np.mean([colours[fams == f].std(axis=0).mean() for f in np.unique(fams) if (fams == f).sum() > 2]))
+
+    # the same scenes; a family's backgrounds share their colours (s.d. of the mean colour a few
+    # grey levels at most, against tens when drawn per image), the objects' colours still vary
+    np.testing.assert_array_equal(shared["labels"], plain["labels"])
+    np.testing.assert_array_equal(shared["backgrounds"], plain["backgrounds"])
+    outside = shared["masks"] == 0
+    assert spread(shared, "background", outside) < 0.25 * spread(plain, "background", plain["masks"] == 0)
+    inside = shared["masks"] == 1
+    assert spread(shared, "foreground", inside) > 0.5 * spread(plain, "foreground", plain["masks"] == 1)

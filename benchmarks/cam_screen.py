@@ -1,0 +1,274 @@
+"""The localisation gate of a candidate benchmark (issue 17): does a trained model's CAM find its objects?
+
+    PYTHONPATH=src python benchmarks/cam_screen.py --tag NAME [--variant shared-scene] [--set KEY=VALUE ...] \\
+        [--steps 552] [--seed 0] [--images 256] [--supervised-steps 0 [--supervised-crop-scale 0.8 1]] \\
+        [--keep moco.pt] [--out docs/cam_screen.jsonl]
+    PYTHONPATH=src python benchmarks/cam_screen.py --table docs/cam_screen.jsonl   # the Markdown table
+
+For one configuration (``params.yaml`` with ``--set`` overrides and a renderer ``--variant`` of
+``image_cues.py``, generated once by :func:`screen.benchmark_dir`), in one process:
+
+1. MoCo v2 through the project's engine for about ``--steps`` steps (the pipeline's recipe), and the
+   frozen-feature probe (:func:`probe_learnability.probe`) of it and of three random-init seeds;
+2. soft maps on a fixed subset (seed 0) of each training split, scored by PxAP (%) against the
+   ground-truth masks: ContraCAM of the trained model (the pipeline's expansion ×2, NSR on; T = 1
+   and T = 5) and of random weights of the same architecture and head (seed 0), the centred
+   Gaussian at its best σ for PxAP on these images (image-blind and optimistic), the all-ones
+   map (PxAP = the object fraction), and the ground-truth mask at the CAM's own resolution (area-
+   averaged to the map's side, upsampled as ContraCAM's maps are): the ceiling of a perfect map
+   (``gt_at_map_side``; ``gt_at_side`` at sides 2, 4, 8 and 16);
+3. with ``--supervised-steps N``, the same backbone trained with labels for N steps
+   (:func:`screen.train_supervised`; ``--supervised-crop-scale`` gives it milder crops than
+   MoCo's, which often cut the object out while keeping its label), its probe and its Grad-CAM of
+   the ground-truth class: the gate of issue 17 — a benchmark on which a label-trained model's CAM does not beat the Gaussian
+   has no discriminative object for a CAM to find.
+
+The soft maps are compared without the CRF: the maps themselves, where the CAM is measured (the
+CRF completes any prior near an object on these images; docs/benchmarks.md). Each configuration
+is appended to ``--out`` as one JSON row, so every configuration tried stays on record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cam_diagnostics import cam_subset  # noqa: E402
+from probe_learnability import probe  # noqa: E402
+from screen import SCREEN_VARIANTS, benchmark_dir, dotted, train_supervised  # noqa: E402
+
+from oacl.augment import views as views_module  # noqa: E402
+from oacl.augment.views import two_view_pipeline  # noqa: E402
+from oacl.cam.contracam import classifier_cam, minmax_normalize, prepare_cam_model  # noqa: E402
+from oacl.cam.nulls import random_init_like  # noqa: E402
+from oacl.cam.pipeline import soft_masks  # noqa: E402
+from oacl.config import Params, overlay, parse_section  # noqa: E402
+from oacl.imaging import normalize  # noqa: E402
+from oacl.io.atomic import atomic_path  # noqa: E402
+from oacl.io.checkpoint import export_backbone  # noqa: E402
+from oacl.localization import centered_gaussian, pxap  # noqa: E402
+from oacl.models.backbones import build_backbone, layer4_stride  # noqa: E402
+from oacl.perf import resolve_amp  # noqa: E402
+from oacl.train.engine import train  # noqa: E402
+from oacl.train.pretrain import build_method, open_train_set, train_settings, view_settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGMAS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # the Gaussian's σ grid (fraction of the side)
+EXPAND, ITERS = 2, (1, 5)  # the pipeline's expansion; T = 1 (single's default) and a later iteration
+PROBE_KEYS = ("crops", "original", "mixed_rand", "bg_gap", "crops_val", "single_val")
+
+
+def train_moco(params: Params, data: Any, size: int, steps: int, seed: int) -> tuple[nn.Module, float]:
+    """MoCo with the pipeline's settings for about ``steps`` steps (whole epochs): (the MoCo module, seconds)."""
+    cfg = params.pretrain
+    epochs = max(1, round(steps / (len(data) // cfg.batch_size)))
+    settings = replace(
+        train_settings("moco", cfg), epochs=epochs, seed=seed, amp=resolve_amp(cfg.amp, torch.device("cpu"))
+    )
+    torch.manual_seed(seed)
+    model = build_method("moco", cfg)
+    t0 = time.perf_counter()
+    result = train(model, data, two_view_pipeline(view_settings(cfg, size)), settings, device="cpu", progress=False)
+    return result.model.eval(), time.perf_counter() - t0
+
+
+def random_probe(params: Params, root: Path) -> dict[str, float]:
+    """The probe of three random-init seeds (0, 1, 2), averaged; kept beside the benchmark per architecture."""
+    cfg = params.pretrain
+    cache = root / f"random-probe-{cfg.arch}-{cfg.stem}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    rows = []
+    for s in (0, 1, 2):
+        torch.manual_seed(s)
+        rows.append(probe(build_backbone(cfg.arch, cfg.stem), root, 0))
+    out = {k: round(float(np.mean([r[k] for r in rows])), 1) for k in PROBE_KEYS}
+    with atomic_path(cache) as tmp:
+        tmp.write_text(json.dumps(out))
+    return out
+
+
+def flip_both_ways() -> None:
+    """``--vflip``: every horizontal flip of the view pipeline (:class:`oacl.augment.views.TwoCrops`, which
+    looks ``v2.RandomHorizontalFlip`` up when it is built) is followed by a vertical flip of the same
+    probability, in this process. The standard stem's stride-2 layers see an even-sized input's top
+    row of padding and never its bottom one; training that only flips left-right leaves that
+    top-bottom asymmetry in place (docs/benchmarks.md, "The trained CAM reads the frame")."""
+    horizontal = views_module.v2.RandomHorizontalFlip
+
+    def both(p: float = 0.5) -> nn.Module:
+        return views_module.v2.Compose([horizontal(p), views_module.v2.RandomVerticalFlip(p)])
+
+    views_module.v2 = SimpleNamespace(**{**vars(views_module.v2), "RandomHorizontalFlip": both})
+
+
+def cam_side(params: Params, image_side: int) -> int:
+    """The side of the CAM (layer4 after the expansion) for images of ``image_side`` px."""
+    return max(1, image_side // layer4_stride(params.pretrain.stem)) * EXPAND
+
+
+def mask_at_side(masks: np.ndarray, side: int) -> np.ndarray:
+    """The ground-truth masks (n, H, W) as a CAM of side ``side`` would hold them at best: area-averaged
+    to side x side, then upsampled and min-max normalised as ContraCAM's maps are. The map's
+    resolution ceiling: the PxAP a perfect CAM of that size reaches."""
+    small = F.adaptive_avg_pool2d(torch.from_numpy(masks.astype(np.float32))[:, None], side)
+    return minmax_normalize(F.interpolate(small, size=masks.shape[1:], mode="bicubic", align_corners=False))[
+        :, 0
+    ].numpy()
+
+
+def best_gaussian(masks: np.ndarray) -> tuple[float, float]:
+    """(PxAP %, σ) of the centred Gaussian with the best PxAP on ``masks`` over :data:`SIGMAS`."""
+    h, w = masks.shape[1:]
+    return max((pxap(masks, centered_gaussian(h, w, s)), s) for s in SIGMAS)
+
+
+def cam_rows(params: Params, weights: dict[str, tuple[nn.Module, nn.Module]], n: int, mean, std) -> dict[str, Any]:
+    """PxAP of every map on each set's subset: ``{set: {map: PxAP}}`` (see the module docstring)."""
+    out: dict[str, Any] = {}
+    for name in ("single", "multi"):
+        data, idx, masks, images = cam_subset(params, name, {}, n)
+        row: dict[str, float] = {}
+        for label, (enc, proj) in weights.items():
+            if label == "supervised":
+                x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
+                labels = torch.tensor([int(data[int(i)]["label"]) for i in idx])
+                cams = [
+                    classifier_cam(enc, proj, x[b : b + 64], labels[b : b + 64], expand_res=EXPAND)
+                    for b in range(0, len(x), 64)
+                ]
+                row["supervised_gradcam"] = round(pxap(masks, torch.cat(cams)[:, 0].numpy()), 1)
+                continue
+            model = prepare_cam_model(enc, proj, expand_res=EXPAND, amp=False)
+            by_t = soft_masks(model, images, iters=list(ITERS), batch_size=64, mean=mean, std=std)
+            for t in ITERS:
+                row[f"{label}_T{t}"] = round(pxap(masks, by_t[t] / 255.0), 1)
+        row["gt_at_map_side"] = round(pxap(masks, mask_at_side(masks, cam_side(params, images.shape[1]))), 1)
+        row["gt_at_side"] = {str(k): round(pxap(masks, mask_at_side(masks, k)), 1) for k in (2, 4, 8, 16)}
+        gauss, sigma = best_gaussian(masks)
+        row["gaussian"], row["gaussian_sigma"] = round(gauss, 1), sigma
+        row["ones"] = round(pxap(masks, np.ones(masks.shape[1:], np.float32)), 1)
+        out[name] = row
+        print(f"# {name}: {row}", flush=True)
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of a rows file: learning (Δ against random init) and PxAP per set."""
+    out = [
+        "| config | steps | crops (Δ random) | ORIGINAL (Δ) | set | MoCo T=1 / T=5 | random weights T=1 | "
+        "Gaussian | ones | supervised ORIGINAL (crops) | supervised Grad-CAM | GT at the map's side |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m, c = r["moco"], r["random"]
+        sv = r.get("supervised")
+        supervised = (
+            "–"
+            if sv is None
+            else f"{sv['original']:.1f} ({'–'.join(f'{v:g}' for v in sv.get('crop_scale', [0.2, 1]))})"
+        )
+        for name in ("single", "multi"):
+            p = r["pxap"][name]
+            sup = p.get("supervised_gradcam")
+            fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731 (rows from before a column existed)
+            out.append(
+                f"| {r['tag']} | {r['steps']} | {m['crops']:.1f} ({m['crops'] - c['crops']:+.1f}) | "
+                f"{m['original']:.1f} ({m['original'] - c['original']:+.1f}) | {name} | "
+                f"{p['trained_T1']:.1f} / {p['trained_T5']:.1f} | {p['random_T1']:.1f} | {p['gaussian']:.1f} | "
+                f"{p['ones']:.1f} | {supervised} | {fmt(sup)} | {fmt(p.get('gt_at_map_side'))} |"
+            )
+    return "\n".join(out)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--table", type=Path, metavar="JSONL", help="print the Markdown table of a rows file and exit")
+    p.add_argument("--tag")
+    p.add_argument("--variant", choices=SCREEN_VARIANTS, help="renderer variant (image_cues.py)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--steps", type=int, default=552)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=256)
+    p.add_argument("--supervised-steps", type=int, default=0, metavar="N")
+    p.add_argument(
+        "--supervised-crop-scale",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="the label-trained model's RandomResizedCrop area range (default: pretrain.crop_scale, MoCo's)",
+    )
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "cam_screen.jsonl")
+    p.add_argument(
+        "--vflip",
+        action="store_true",
+        help="MoCo's views also flipped upside down (p 0.5): a lever on the CAM's positional artefact, patched in "
+        "this process (not a pipeline param)",
+    )
+    p.add_argument(
+        "--keep", type=Path, metavar="FILE", help="also export the MoCo model there (cam_diagnostics.py reads it)"
+    )
+    return p
+
+
+def main() -> None:
+    p = parser()
+    args = p.parse_args()
+    if args.table:
+        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
+        return
+    if not args.tag:
+        p.error("--tag is required (unless --table)")
+    if args.vflip:
+        flip_both_ways()
+    overrides = dotted(args.sets)
+    raw = overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    root = benchmark_dir(raw, args.variant)
+    params = parse_section(Params, overlay(raw, {"data": {"root": str(root), "source": "embedded"}}))
+    data, size = open_train_set(params)
+    views = view_settings(params.pretrain, size)
+    row: dict[str, Any] = {"tag": args.tag, "variant": args.variant, "set": overrides, "benchmark": root.name}
+    if args.vflip:
+        row["vflip"] = True
+
+    moco, sec = train_moco(params, data, size, args.steps, args.seed)
+    if args.keep:
+        export_backbone(args.keep, moco, image_size=size, mean=views.mean, std=views.std)
+    enc, proj = moco.encoder, moco.projector
+    row.update(seed=args.seed, steps=args.steps, seconds=round(sec))
+    row["moco"] = {k: round(v, 1) for k, v in probe(enc, root, 0).items() if k in PROBE_KEYS}
+    row["random"] = random_probe(params, root)
+    print(f"# MoCo {row['moco']} in {sec:.0f} s; random init (3 seeds) {row['random']}", flush=True)
+    weights = {
+        "trained": (enc, proj),
+        "random": random_init_like(enc, proj, arch=params.pretrain.arch, stem=params.pretrain.stem, seed=0),
+    }
+    if args.supervised_steps:
+        crop = tuple(args.supervised_crop_scale or params.pretrain.crop_scale)
+        sup_params = replace(params, pretrain=replace(params.pretrain, crop_scale=crop))
+        sup, head, sec = train_supervised(sup_params, data, size, args.supervised_steps, seed=args.seed)
+        row["supervised"] = {k: round(v, 1) for k, v in probe(sup, root, 0).items() if k in PROBE_KEYS}
+        row["supervised"].update(steps=args.supervised_steps, seconds=round(sec), crop_scale=list(crop))
+        print(f"# supervised {row['supervised']}", flush=True)
+        weights["supervised"] = (sup.eval(), nn.Sequential(head).eval())
+    row["pxap"] = cam_rows(params, weights, args.images, views.mean, views.std)
+    with open(args.out, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+    print(table([row]))
+
+
+if __name__ == "__main__":
+    main()

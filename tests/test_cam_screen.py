@@ -1,0 +1,111 @@
+"""benchmarks/cam_screen.py: the optimistic Gaussian null and the table of a rows file."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from oacl.localization import centered_gaussian, pxap
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cam_screen.py"
+spec = importlib.util.spec_from_file_location("cam_screen", SCRIPT)
+cam_screen = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cam_screen)
+
+
+def _centred_disks(radius: float, n: int = 3, s: int = 32) -> np.ndarray:
+    yy, xx = np.mgrid[0:s, 0:s]
+    disk = (yy - (s - 1) / 2) ** 2 + (xx - (s - 1) / 2) ** 2 <= radius**2
+    return np.repeat(disk[None], n, axis=0).astype(np.uint8)
+
+
+def test_best_gaussian_is_the_grid_maximum_and_follows_the_object_size():
+    small, large = _centred_disks(4.0), _centred_disks(14.0)
+    got, sigma = cam_screen.best_gaussian(small)
+    assert sigma in cam_screen.SIGMAS
+    assert got == max(pxap(small, centered_gaussian(32, 32, s)) for s in cam_screen.SIGMAS)
+    # a centred disk is found perfectly by a centred, radially decreasing map, whatever its width
+    assert got > 99.9
+    # off-centre objects: the best Gaussian is well below perfect, the all-ones map at the object fraction
+    shifted = np.roll(small, 9, axis=2)
+    off, _ = cam_screen.best_gaussian(shifted)
+    assert off < 60
+    assert abs(pxap(shifted, np.ones((32, 32), np.float32)) - 100 * shifted.mean()) < 1e-6
+    assert cam_screen.best_gaussian(large)[0] > 99.9
+
+
+def test_table_prints_one_line_per_set_with_the_gain_over_random_init():
+    pxap_row = {"trained_T1": 30.0, "trained_T5": 25.5, "random_T1": 33.3, "gaussian": 35.0, "ones": 12.0}
+    row = {
+        "tag": "t",
+        "steps": 552,
+        "moco": {"crops": 45.0, "original": 50.0},
+        "random": {"crops": 36.4, "original": 32.3},
+        "supervised": {"original": 82.0, "crop_scale": [0.8, 1.0]},
+        "pxap": {"single": {**pxap_row, "supervised_gradcam": 40.1, "gt_at_map_side": 71.9}, "multi": pxap_row},
+    }
+    lines = cam_screen.table([row]).splitlines()
+    assert len(lines) == 4
+    assert lines[2] == (
+        "| t | 552 | 45.0 (+8.6) | 50.0 (+17.7) | single | 30.0 / 25.5 | 33.3 | 35.0 | 12.0 | 82.0 (0.8–1) | 40.1 | 71.9 |"
+    )
+    # a row without the supervised model or the later ceiling column: dashes
+    assert lines[3].endswith("| multi | 30.0 / 25.5 | 33.3 | 35.0 | 12.0 | 82.0 (0.8–1) | – | – |")
+
+
+def test_the_maps_resolution_ceiling_falls_with_the_maps_side():
+    # one object, a 20 x 20 square off the 16 px grid, in 64 px images
+    masks = np.zeros((2, 64, 64), np.uint8)
+    masks[0, 6:26, 30:50] = 1
+    masks[1, 37:57, 9:29] = 1
+    ceiling = {side: pxap(masks, cam_screen.mask_at_side(masks, side)) for side in (2, 4, 8, 16)}
+    assert ceiling[16] > 99 and ceiling[2] < ceiling[4] < ceiling[8] <= ceiling[16]
+    assert ceiling[2] < 50  # a 2 x 2 map cannot draw a 20 px object
+    up = cam_screen.mask_at_side(masks, 4)
+    assert up.shape == masks.shape and up.min() == 0.0 and abs(up.max() - 1.0) < 1e-6
+
+
+def test_cam_side_is_the_layer4_side_times_the_expansion():
+    class Cfg:  # the one attribute cam_side reads: pretrain.stem
+        class pretrain:
+            stem = "standard"
+
+    assert cam_screen.cam_side(Cfg, 64) == 2 * cam_screen.EXPAND
+    Cfg.pretrain.stem = "s1"
+    assert cam_screen.cam_side(Cfg, 64) == 4 * cam_screen.EXPAND
+
+
+def test_vflip_lever_flips_views_upside_down_as_often_as_left_right(monkeypatch):
+    import torch
+
+    from oacl.augment import views
+
+    monkeypatch.setattr(views, "v2", views.v2)  # restored after the test: the lever patches this module
+    image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    image[:, :4, :2] = 255  # a bright block in the top-left corner
+    corner = {}
+    for lever in (False, True):
+        if lever:
+            cam_screen.flip_both_ways()
+        crops = views.TwoCrops(8, crop_scale=(1.0, 1.0))  # the whole image: only the flips move the block
+        torch.manual_seed(0)
+        seen = [crops({"image": image})[0] for _ in range(200)]
+        # (block at the bottom, block at the right) of each view
+        corner[lever] = {(int(v[0, 0].max() == 0), int(v[0, :, 0].max() == 0)) for v in seen}
+    assert corner[False] == {(0, 0), (0, 1)}  # left-right flips only
+    assert corner[True] == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_every_flag_main_reads_is_parsed():
+    args = cam_screen.parser().parse_args(
+        "--tag t --variant one-scene --set pretrain.stem=s1 --steps 46 --seed 1 --images 8 --supervised-steps 9 "
+        "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --out /tmp/rows.jsonl".split()
+    )
+    assert args.vflip and args.supervised_crop_scale == [0.8, 1.0] and args.sets == ["pretrain.stem=s1"]
+    # the attributes main() reads, by name, all exist on a parse of no flags at all
+    plain = cam_screen.parser().parse_args([])
+    source = Path(cam_screen.__file__).read_text()
+    read = set(__import__("re").findall(r"args\.(\w+)", source))
+    assert read <= set(vars(plain)), read - set(vars(plain))
