@@ -118,6 +118,21 @@ def scene_palette(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
     return a[:, 0, 0, :], b[:, 0, 0, :]
 
 
+def scene_objects(family_of: Callable[[np.ndarray], np.ndarray]) -> Callable:
+    """A stand-in for ``benchmark._objects`` (same signature): each object's mask, filled with a scene of
+    family ``family_of(texture class)`` rendered by the unpatched :func:`render_backgrounds` (full
+    per-instance ranges, its own colours)."""
+
+    def objects(rng, cfg, classes, centers, radii, angles, texture_classes):
+        masks, _ = benchmark.render_objects(
+            rng, classes, centers, radii, angles, cfg.image_size, texture_classes=texture_classes, outline=False
+        )
+        tex = np.asarray(classes if texture_classes is None else texture_classes, np.int64)
+        return masks, render_backgrounds(rng, family_of(tex), cfg.image_size)
+
+    return objects
+
+
 @contextlib.contextmanager
 def disjoint_textures(cfg: BenchmarkConfig) -> Iterator[None]:
     """Inside the block, ``object_texture: scene`` objects of texture class c wear family ``num_backgrounds + c``."""
@@ -128,15 +143,7 @@ def disjoint_textures(cfg: BenchmarkConfig) -> Iterator[None]:
         )
     saved = benchmark._objects
 
-    def objects(rng, cfg, classes, centers, radii, angles, texture_classes):  # benchmark._objects's signature
-        s = cfg.image_size
-        masks, _ = benchmark.render_objects(
-            rng, classes, centers, radii, angles, s, texture_classes=texture_classes, outline=False
-        )
-        tex = np.asarray(classes if texture_classes is None else texture_classes, np.int64)
-        return masks, render_backgrounds(rng, first + tex, s)
-
-    benchmark._objects = objects
+    benchmark._objects = scene_objects(lambda tex: first + tex)
     try:
         yield
     finally:
@@ -150,7 +157,7 @@ SHARED = {"shared-scene": "family", "shared-palette": "global", "one-scene": "on
 
 
 @contextlib.contextmanager
-def shared_scenes(colours: str = "family") -> Iterator[None]:
+def shared_scenes(num_backgrounds: int, colours: str = "family") -> Iterator[None]:
     """Inside the block, backgrounds are near copies (``shared-scene`` and its kin); objects as drawn.
 
     The generator's background renderer is replaced by one that draws each family's parameters
@@ -188,14 +195,7 @@ def shared_scenes(colours: str = "family") -> Iterator[None]:
             out[idx] = render(rng, int(fam), idx.size, size)
         return out
 
-    def objects(rng, cfg, classes, centers, radii, angles, texture_classes):  # benchmark._objects's signature
-        masks, _ = benchmark.render_objects(
-            rng, classes, centers, radii, angles, cfg.image_size, texture_classes=texture_classes, outline=False
-        )
-        tex = np.asarray(classes if texture_classes is None else texture_classes, np.int64)
-        b = cfg.num_backgrounds
-        return masks, render_backgrounds(rng, (tex + b // 2) % b, cfg.image_size)  # the full ranges
-
+    objects = scene_objects(lambda tex, b=num_backgrounds: (tex + b // 2) % b)  # the generator's families
     benchmark.render_backgrounds, benchmark._objects = backgrounds, objects
     try:
         yield
@@ -219,7 +219,7 @@ def variant(name: str, cfg: BenchmarkConfig) -> Iterator[BenchmarkConfig]:
             yield dataclasses.replace(cfg, object_texture="scene")
         return
     if name in SHARED:
-        with shared_scenes(SHARED[name]):
+        with shared_scenes(cfg.num_backgrounds, SHARED[name]):
             yield dataclasses.replace(cfg, object_texture="scene")
         return
     palette = "scene-palette" in name
