@@ -13,7 +13,9 @@ For one configuration (``params.yaml`` with ``--set`` overrides and a renderer `
 2. soft maps on a fixed subset (seed 0) of each training split, scored by PxAP (%) against the
    ground-truth masks: ContraCAM of the trained model (the pipeline's expansion ×2, NSR on; T = 1
    and T = 5) and of random weights of the same architecture and head (seed 0), the centred
-   Gaussian at its best σ for PxAP on these images (image-blind and optimistic), the all-ones
+   Gaussian at its best σ for PxAP on these images (image-blind and optimistic), the channel sum of
+   each model's layer4 features (gradient-free; also after layer2 and layer3) and each ContraCAM map
+   inverted (1 − map), the all-ones
    map (PxAP = the object fraction), and the ground-truth mask at the CAM's own resolution (area-
    averaged to the map's side, upsampled as ContraCAM's maps are): the ceiling of a perfect map
    (``gt_at_map_side``; ``gt_at_side`` at sides 2, 4, 8 and 16);
@@ -52,7 +54,7 @@ from screen import SCREEN_VARIANTS, benchmark_dir, dotted, train_supervised  # n
 
 from oacl.augment import views as views_module  # noqa: E402
 from oacl.augment.views import two_view_pipeline  # noqa: E402
-from oacl.cam.contracam import classifier_cam, minmax_normalize, prepare_cam_model  # noqa: E402
+from oacl.cam.contracam import channel_sum_cam, classifier_cam, minmax_normalize, prepare_cam_model  # noqa: E402
 from oacl.cam.nulls import random_init_like  # noqa: E402
 from oacl.cam.pipeline import soft_masks  # noqa: E402
 from oacl.config import Params, overlay, parse_section  # noqa: E402
@@ -115,9 +117,9 @@ def flip_both_ways() -> None:
     views_module.v2 = SimpleNamespace(**{**vars(views_module.v2), "RandomHorizontalFlip": both})
 
 
-def cam_side(params: Params, image_side: int) -> int:
-    """The side of the CAM (layer4 after the expansion) for images of ``image_side`` px."""
-    return max(1, image_side // layer4_stride(params.pretrain.stem)) * EXPAND
+def cam_side(params: Params, image_side: int, expand: int = EXPAND) -> int:
+    """The side of the CAM (layer4 after the expansion ``expand``) for images of ``image_side`` px."""
+    return max(1, image_side // layer4_stride(params.pretrain.stem)) * expand
 
 
 def mask_at_side(masks: np.ndarray, side: int) -> np.ndarray:
@@ -136,8 +138,24 @@ def best_gaussian(masks: np.ndarray) -> tuple[float, float]:
     return max((pxap(masks, centered_gaussian(h, w, s)), s) for s in SIGMAS)
 
 
-def cam_rows(params: Params, weights: dict[str, tuple[nn.Module, nn.Module]], n: int, mean, std) -> dict[str, Any]:
-    """PxAP of every map on each set's subset: ``{set: {map: PxAP}}`` (see the module docstring)."""
+def channel_sum_upto(encoder: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """The channel sum of a ResNet's activations after ``layer`` (its stem, then layer1 … ``layer``),
+    upsampled and normalised as :func:`oacl.cam.contracam.channel_sum_cam` does layer4's: (B, 1, H, W)."""
+    with torch.no_grad():
+        a = encoder.maxpool(encoder.relu(encoder.bn1(encoder.conv1(x))))
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            a = getattr(encoder, name)(a)
+            if name == layer:
+                break
+        a = F.relu(a.sum(dim=1, keepdim=True))
+    return minmax_normalize(F.interpolate(a, size=x.shape[-2:], mode="bicubic", align_corners=False))
+
+
+def cam_rows(
+    params: Params, weights: dict[str, tuple[nn.Module, nn.Module]], n: int, mean, std, expand: int = EXPAND
+) -> dict[str, Any]:
+    """PxAP of every map on each set's subset at layer4 expansion ``expand``: ``{set: {map: PxAP}}`` (see
+    the module docstring)."""
     out: dict[str, Any] = {}
     for name in ("single", "multi"):
         data, idx, masks, images = cam_subset(params, name, {}, n)
@@ -147,33 +165,45 @@ def cam_rows(params: Params, weights: dict[str, tuple[nn.Module, nn.Module]], n:
                 x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
                 labels = torch.tensor([int(data[int(i)]["label"]) for i in idx])
                 cams = [
-                    classifier_cam(enc, proj, x[b : b + 64], labels[b : b + 64], expand_res=EXPAND)
+                    classifier_cam(enc, proj, x[b : b + 64], labels[b : b + 64], expand_res=expand)
                     for b in range(0, len(x), 64)
                 ]
                 row["supervised_gradcam"] = round(pxap(masks, torch.cat(cams)[:, 0].numpy()), 1)
                 continue
-            model = prepare_cam_model(enc, proj, expand_res=EXPAND, amp=False)
+            model = prepare_cam_model(enc, proj, expand_res=expand, amp=False)
             by_t = soft_masks(model, images, iters=list(ITERS), batch_size=64, mean=mean, std=std)
             for t in ITERS:
                 row[f"{label}_T{t}"] = round(pxap(masks, by_t[t] / 255.0), 1)
-        row["gt_at_map_side"] = round(pxap(masks, mask_at_side(masks, cam_side(params, images.shape[1]))), 1)
+            # the map turned inside out (does it point at the background?) and the gradient-free
+            # channel sum of the same features (is the weighting by the score's gradient the culprit?)
+            row[f"{label}_T1_inverted"] = round(pxap(masks, 1.0 - by_t[1] / 255.0), 1)
+            x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
+            sums = [channel_sum_cam(model, x[b : b + 64]) for b in range(0, len(x), 64)]
+            row[f"{label}_channel_sum"] = round(pxap(masks, torch.cat(sums)[:, 0].numpy()), 1)
+            for layer in ("layer2", "layer3"):  # where along the network the activations leave the object
+                sums = [channel_sum_upto(model.encoder, x[b : b + 64], layer) for b in range(0, len(x), 64)]
+                row[f"{label}_channel_sum_{layer}"] = round(pxap(masks, torch.cat(sums)[:, 0].numpy()), 1)
+        row["gt_at_map_side"] = round(pxap(masks, mask_at_side(masks, cam_side(params, images.shape[1], expand))), 1)
         row["gt_at_side"] = {str(k): round(pxap(masks, mask_at_side(masks, k)), 1) for k in (2, 4, 8, 16)}
         gauss, sigma = best_gaussian(masks)
         row["gaussian"], row["gaussian_sigma"] = round(gauss, 1), sigma
         row["ones"] = round(pxap(masks, np.ones(masks.shape[1:], np.float32)), 1)
         out[name] = row
-        print(f"# {name}: {row}", flush=True)
+        print(f"# {name} x{expand}: {row}", flush=True)
     return out
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of a rows file: learning (Δ against random init) and PxAP per set."""
     out = [
-        "| config | steps | crops (Δ random) | ORIGINAL (Δ) | set | MoCo T=1 / T=5 | random weights T=1 | "
-        "Gaussian | ones | supervised ORIGINAL (crops) | supervised Grad-CAM | GT at the map's side |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| config | steps | crops (Δ random) | ORIGINAL (Δ) | set | MoCo T=1 / T=5 | MoCo T=1 inverted | "
+        "random weights T=1 | channel sum, MoCo / random | Gaussian | ones | supervised ORIGINAL (crops) | "
+        "supervised Grad-CAM | GT at the map's side |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    lines = [(r, key) for r in rows for key in ["pxap", *sorted(k for k in r if k.startswith("pxap_x"))]]
+    for r, key in lines:  # the pipeline's x2 first, then any other expansion as its own line
+        tag, pxaps = r["tag"] + ("" if key == "pxap" else f" {key[len('pxap_') :]}"), r[key]
         m, c = r["moco"], r["random"]
         sv = r.get("supervised")
         supervised = (
@@ -182,13 +212,15 @@ def table(rows: list[dict[str, Any]]) -> str:
             else f"{sv['original']:.1f} ({'–'.join(f'{v:g}' for v in sv.get('crop_scale', [0.2, 1]))})"
         )
         for name in ("single", "multi"):
-            p = r["pxap"][name]
+            p = pxaps[name]
             sup = p.get("supervised_gradcam")
             fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731 (rows from before a column existed)
             out.append(
-                f"| {r['tag']} | {r['steps']} | {m['crops']:.1f} ({m['crops'] - c['crops']:+.1f}) | "
+                f"| {tag} | {r['steps']} | {m['crops']:.1f} ({m['crops'] - c['crops']:+.1f}) | "
                 f"{m['original']:.1f} ({m['original'] - c['original']:+.1f}) | {name} | "
-                f"{p['trained_T1']:.1f} / {p['trained_T5']:.1f} | {p['random_T1']:.1f} | {p['gaussian']:.1f} | "
+                f"{p['trained_T1']:.1f} / {p['trained_T5']:.1f} | {fmt(p.get('trained_T1_inverted'))} | "
+                f"{p['random_T1']:.1f} | {fmt(p.get('trained_channel_sum'))} / {fmt(p.get('random_channel_sum'))} | "
+                f"{p['gaussian']:.1f} | "
                 f"{p['ones']:.1f} | {supervised} | {fmt(sup)} | {fmt(p.get('gt_at_map_side'))} |"
             )
     return "\n".join(out)
@@ -210,6 +242,16 @@ def parser() -> argparse.ArgumentParser:
         nargs=2,
         metavar=("LO", "HI"),
         help="the label-trained model's RandomResizedCrop area range (default: pretrain.crop_scale, MoCo's)",
+    )
+    p.add_argument(
+        "--also-expand",
+        type=int,
+        nargs="+",
+        default=[],
+        choices=(1, 4),
+        metavar="E",
+        help="also score every map at layer4 expansion E (1: the stride the model was trained with; 4: layer3 too), "
+        "kept as pxap_xE beside the pipeline's x2",
     )
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "cam_screen.jsonl")
     p.add_argument(
@@ -265,6 +307,8 @@ def main() -> None:
         print(f"# supervised {row['supervised']}", flush=True)
         weights["supervised"] = (sup.eval(), nn.Sequential(head).eval())
     row["pxap"] = cam_rows(params, weights, args.images, views.mean, views.std)
+    for e in args.also_expand:
+        row[f"pxap_x{e}"] = cam_rows(params, weights, args.images, views.mean, views.std, expand=e)
     with open(args.out, "a") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
     print(table([row]))

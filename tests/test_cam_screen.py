@@ -44,15 +44,29 @@ def test_table_prints_one_line_per_set_with_the_gain_over_random_init():
         "moco": {"crops": 45.0, "original": 50.0},
         "random": {"crops": 36.4, "original": 32.3},
         "supervised": {"original": 82.0, "crop_scale": [0.8, 1.0]},
-        "pxap": {"single": {**pxap_row, "supervised_gradcam": 40.1, "gt_at_map_side": 71.9}, "multi": pxap_row},
+        "pxap": {
+            "single": {
+                **pxap_row,
+                **{"trained_T1_inverted": 70.0, "trained_channel_sum": 41.0, "random_channel_sum": 38.0},
+                **{"supervised_gradcam": 40.1, "gt_at_map_side": 71.9},
+            },
+            "multi": pxap_row,
+        },
     }
     lines = cam_screen.table([row]).splitlines()
     assert len(lines) == 4
     assert lines[2] == (
-        "| t | 552 | 45.0 (+8.6) | 50.0 (+17.7) | single | 30.0 / 25.5 | 33.3 | 35.0 | 12.0 | 82.0 (0.8–1) | 40.1 | 71.9 |"
+        "| t | 552 | 45.0 (+8.6) | 50.0 (+17.7) | single | 30.0 / 25.5 | 70.0 | 33.3 | 41.0 / 38.0 | 35.0 | 12.0 | "
+        "82.0 (0.8–1) | 40.1 | 71.9 |"
     )
-    # a row without the supervised model or the later ceiling column: dashes
-    assert lines[3].endswith("| multi | 30.0 / 25.5 | 33.3 | 35.0 | 12.0 | 82.0 (0.8–1) | – | – |")
+    # a row without the supervised model or the later columns: dashes
+    assert lines[3].endswith("| multi | 30.0 / 25.5 | – | 33.3 | – / – | 35.0 | 12.0 | 82.0 (0.8–1) | – | – |")
+    # another expansion scored beside the pipeline's x2: its own lines, after the x2 ones
+    lines = cam_screen.table(
+        [{**row, "pxap_x1": {"single": pxap_row, "multi": {**pxap_row, "trained_T1": 9.0}}}]
+    ).splitlines()
+    assert len(lines) == 6 and lines[2].startswith("| t | 552 |")
+    assert lines[5].startswith("| t x1 | 552 |") and "| multi | 9.0 / 25.5 |" in lines[5]
 
 
 def test_the_maps_resolution_ceiling_falls_with_the_maps_side():
@@ -75,6 +89,7 @@ def test_cam_side_is_the_layer4_side_times_the_expansion():
     assert cam_screen.cam_side(Cfg, 64) == 2 * cam_screen.EXPAND
     Cfg.pretrain.stem = "s1"
     assert cam_screen.cam_side(Cfg, 64) == 4 * cam_screen.EXPAND
+    assert cam_screen.cam_side(Cfg, 64, expand=1) == 4
 
 
 def test_vflip_lever_flips_views_upside_down_as_often_as_left_right(monkeypatch):
@@ -101,11 +116,29 @@ def test_vflip_lever_flips_views_upside_down_as_often_as_left_right(monkeypatch)
 def test_every_flag_main_reads_is_parsed():
     args = cam_screen.parser().parse_args(
         "--tag t --variant one-scene --set pretrain.stem=s1 --steps 46 --seed 1 --images 8 --supervised-steps 9 "
-        "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --out /tmp/rows.jsonl".split()
+        "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --also-expand 1 4 --out /tmp/rows.jsonl".split()
     )
+    assert args.also_expand == [1, 4]
     assert args.vflip and args.supervised_crop_scale == [0.8, 1.0] and args.sets == ["pretrain.stem=s1"]
     # the attributes main() reads, by name, all exist on a parse of no flags at all
     plain = cam_screen.parser().parse_args([])
     source = Path(cam_screen.__file__).read_text()
     read = set(__import__("re").findall(r"args\.(\w+)", source))
     assert read <= set(vars(plain)), read - set(vars(plain))
+
+
+def test_channel_sum_upto_layer4_is_the_pipelines_channel_sum_and_layer3_is_finer():
+    import torch
+
+    from oacl.cam.contracam import channel_sum_cam, prepare_cam_model
+    from oacl.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    enc = build_backbone("resnet18", "standard").eval()
+    x = torch.randn(2, 3, 64, 64)
+    model = prepare_cam_model(enc, torch.nn.Identity(), expand_res=2)
+    ours = cam_screen.channel_sum_upto(model.encoder, x, "layer4")
+    assert torch.allclose(ours, channel_sum_cam(model, x), atol=1e-6)
+    # layer3 is a different, earlier map of the same image (4 x 4 here, like the expanded layer4, but not equal)
+    early = cam_screen.channel_sum_upto(model.encoder, x, "layer3")
+    assert early.shape == ours.shape and not torch.allclose(early, ours, atol=1e-3)
