@@ -2,8 +2,8 @@
 
     PYTHONPATH=src python benchmarks/cam_screen.py --tag NAME [--variant shared-scene] [--set KEY=VALUE ...] \\
         [--steps 552] [--seed 0] [--images 256] [--supervised-steps 0 [--supervised-crop-scale 0.8 1]] \\
-        [--keep moco.pt] [--out docs/cam_screen.jsonl]
-    PYTHONPATH=src python benchmarks/cam_screen.py --table docs/cam_screen.jsonl   # the Markdown table
+        [--also-expand 1] [--vflip] [--keep moco.pt] [--out docs/cam_screen.jsonl]
+    PYTHONPATH=src python benchmarks/cam_screen.py --table docs/cam_screen.jsonl   # the Markdown tables
 
 For one configuration (``params.yaml`` with ``--set`` overrides and a renderer ``--variant`` of
 ``image_cues.py``, generated once by :func:`screen.benchmark_dir`), in one process:
@@ -11,14 +11,16 @@ For one configuration (``params.yaml`` with ``--set`` overrides and a renderer `
 1. MoCo v2 through the project's engine for about ``--steps`` steps (the pipeline's recipe), and the
    frozen-feature probe (:func:`probe_learnability.probe`) of it and of three random-init seeds;
 2. soft maps on a fixed subset (seed 0) of each training split, scored by PxAP (%) against the
-   ground-truth masks: ContraCAM of the trained model (the pipeline's expansion ×2, NSR on; T = 1
-   and T = 5) and of random weights of the same architecture and head (seed 0), the centred
-   Gaussian at its best σ for PxAP on these images (image-blind and optimistic), the channel sum of
-   each model's layer4 features (gradient-free; also after layer2 and layer3) and each ContraCAM map
-   inverted (1 − map), the all-ones
-   map (PxAP = the object fraction), and the ground-truth mask at the CAM's own resolution (area-
-   averaged to the map's side, upsampled as ContraCAM's maps are): the ceiling of a perfect map
-   (``gt_at_map_side``; ``gt_at_side`` at sides 2, 4, 8 and 16);
+   ground-truth masks (at the pipeline's expansion ×2; ``--also-expand`` adds ×1 or ×4):
+   ContraCAM of the trained model (NSR on; T = 1 and T = 5) and of random weights of the same
+   architecture and head (seed 0); each ContraCAM map inverted (1 − map); the gradient-free channel
+   sum of each model's activations after layer2, layer3 and layer4, and ContraCAM's T = 1 map with
+   the gradient taken at layer2 and layer3, or on layer4 activations centred on the batch's mean
+   (diagnostics beyond the paper); the centred Gaussian at its best σ for PxAP on these images
+   (image-blind and optimistic); the all-ones map (PxAP = the object fraction); and the
+   ground-truth mask at the CAM's own resolution (area-averaged to the map's side, upsampled as
+   ContraCAM's maps are): the ceiling of a perfect map (``gt_at_map_side``; ``gt_at_side`` at
+   sides 2, 4, 8 and 16);
 3. with ``--supervised-steps N``, the same backbone trained with labels for N steps
    (:func:`screen.train_supervised`; ``--supervised-crop-scale`` gives it milder crops than
    MoCo's, which often cut the object out while keeping its label), its probe and its Grad-CAM of
@@ -54,7 +56,15 @@ from screen import SCREEN_VARIANTS, benchmark_dir, dotted, train_supervised  # n
 
 from oacl.augment import views as views_module  # noqa: E402
 from oacl.augment.views import two_view_pipeline  # noqa: E402
-from oacl.cam.contracam import channel_sum_cam, classifier_cam, minmax_normalize, prepare_cam_model  # noqa: E402
+from oacl.cam.contracam import (
+    CamModel,
+    cam_from_gradients,
+    channel_sum_cam,
+    classifier_cam,
+    contrastive_score,
+    minmax_normalize,
+    prepare_cam_model,
+)  # noqa: E402
 from oacl.cam.nulls import random_init_like  # noqa: E402
 from oacl.cam.pipeline import soft_masks  # noqa: E402
 from oacl.config import Params, overlay, parse_section  # noqa: E402
@@ -138,17 +148,44 @@ def best_gaussian(masks: np.ndarray) -> tuple[float, float]:
     return max((pxap(masks, centered_gaussian(h, w, s)), s) for s in SIGMAS)
 
 
-def channel_sum_upto(encoder: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """The channel sum of a ResNet's activations after ``layer`` (its stem, then layer1 … ``layer``),
-    upsampled and normalised as :func:`oacl.cam.contracam.channel_sum_cam` does layer4's: (B, 1, H, W)."""
+LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
+
+def activations_upto(encoder: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """A ResNet's activations after ``layer`` (its stem, then layer1 … ``layer``), without a graph."""
     with torch.no_grad():
         a = encoder.maxpool(encoder.relu(encoder.bn1(encoder.conv1(x))))
-        for name in ("layer1", "layer2", "layer3", "layer4"):
+        for name in LAYERS[: LAYERS.index(layer) + 1]:
             a = getattr(encoder, name)(a)
-            if name == layer:
-                break
-        a = F.relu(a.sum(dim=1, keepdim=True))
+    return a
+
+
+def channel_sum_upto(encoder: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """The channel sum of a ResNet's activations after ``layer``, upsampled and normalised as
+    :func:`oacl.cam.contracam.channel_sum_cam` does layer4's: (B, 1, H, W)."""
+    a = F.relu(activations_upto(encoder, x, layer).sum(dim=1, keepdim=True))
     return minmax_normalize(F.interpolate(a, size=x.shape[-2:], mode="bicubic", align_corners=False))
+
+
+def contracam_at(model: CamModel, x: torch.Tensor, layer: str, centred: bool = False) -> torch.Tensor:
+    """ContraCAM's first iteration (T = 1, NSR, the batch as negatives) with the score's gradient taken
+    at the activations after ``layer`` instead of layer4 — a diagnostic beyond the paper (a Grad-CAM at
+    an earlier layer: the map of the layer whose activations still sit on the object). For ``layer4``
+    it is :func:`oacl.cam.contracam.contracam_prepared` with ``iters=1``. With ``centred`` (also beyond
+    the paper) the map weighs each activation's difference from the batch's mean at the same channel
+    and position — what in this image differs from the others there — instead of the activation
+    itself. x: (B, 3, H, W) normalised; returns (B, 1, H, W) in [0, 1]."""
+    enc = model.encoder
+    with torch.enable_grad():
+        a = activations_upto(enc, x, layer).requires_grad_(True)
+        out = a
+        for name in LAYERS[LAYERS.index(layer) + 1 :]:
+            out = getattr(enc, name)(out)
+        query = F.normalize(model.projector(torch.flatten(enc.avgpool(out), 1)), dim=1)
+        key = query.detach()
+        (grad,) = torch.autograd.grad(contrastive_score(query, key, [key]).sum(), a)
+    a = a.detach()
+    return cam_from_gradients(a - a.mean(dim=0, keepdim=True) if centred else a, grad, tuple(x.shape[-2:]))
 
 
 def cam_rows(
@@ -180,9 +217,13 @@ def cam_rows(
             x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
             sums = [channel_sum_cam(model, x[b : b + 64]) for b in range(0, len(x), 64)]
             row[f"{label}_channel_sum"] = round(pxap(masks, torch.cat(sums)[:, 0].numpy()), 1)
+            cams = [contracam_at(model, x[b : b + 64], "layer4", centred=True) for b in range(0, len(x), 64)]
+            row[f"{label}_T1_centred"] = round(pxap(masks, torch.cat(cams)[:, 0].numpy()), 1)
             for layer in ("layer2", "layer3"):  # where along the network the activations leave the object
                 sums = [channel_sum_upto(model.encoder, x[b : b + 64], layer) for b in range(0, len(x), 64)]
                 row[f"{label}_channel_sum_{layer}"] = round(pxap(masks, torch.cat(sums)[:, 0].numpy()), 1)
+                cams = [contracam_at(model, x[b : b + 64], layer) for b in range(0, len(x), 64)]
+                row[f"{label}_T1_{layer}"] = round(pxap(masks, torch.cat(cams)[:, 0].numpy()), 1)
         row["gt_at_map_side"] = round(pxap(masks, mask_at_side(masks, cam_side(params, images.shape[1], expand))), 1)
         row["gt_at_side"] = {str(k): round(pxap(masks, mask_at_side(masks, k)), 1) for k in (2, 4, 8, 16)}
         gauss, sigma = best_gaussian(masks)
@@ -214,7 +255,6 @@ def table(rows: list[dict[str, Any]]) -> str:
         for name in ("single", "multi"):
             p = pxaps[name]
             sup = p.get("supervised_gradcam")
-            fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731 (rows from before a column existed)
             out.append(
                 f"| {tag} | {r['steps']} | {m['crops']:.1f} ({m['crops'] - c['crops']:+.1f}) | "
                 f"{m['original']:.1f} ({m['original'] - c['original']:+.1f}) | {name} | "
@@ -223,6 +263,45 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{p['gaussian']:.1f} | "
                 f"{p['ones']:.1f} | {supervised} | {fmt(sup)} | {fmt(p.get('gt_at_map_side'))} |"
             )
+    return "\n".join(out)
+
+
+def fmt(v: float | None) -> str:
+    """A table cell: one decimal, or a dash for a value a row does not have (rows from before it existed)."""
+    return "–" if v is None else f"{v:.1f}"
+
+
+def layer_table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of the layer diagnostics (rows that have them): per set and weights, PxAP of
+    ContraCAM's T = 1 map and of the channel sum with the activations taken after layer2 / layer3 /
+    layer4 (the pipeline's expansion)."""
+    out = [
+        "| config | steps | set | weights | ContraCAM T=1 at layer2 / layer3 / layer4 | "
+        "channel sum at layer2 / layer3 / layer4 | ContraCAM T=1, layer4 centred on the batch | Gaussian | ones |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for name, p in r["pxap"].items():
+            for weights in ("trained", "random"):
+                if f"{weights}_T1_layer3" not in p:
+                    continue
+                cams = " / ".join(
+                    f"{p[k]:.1f}" for k in (f"{weights}_T1_layer2", f"{weights}_T1_layer3", f"{weights}_T1")
+                )
+                sums = " / ".join(
+                    f"{p[k]:.1f}"
+                    for k in (
+                        f"{weights}_channel_sum_layer2",
+                        f"{weights}_channel_sum_layer3",
+                        f"{weights}_channel_sum",
+                    )
+                )
+                label = "MoCo" if weights == "trained" else "random"
+                out.append(
+                    f"| {r['tag']} | {r['steps']} | {name} | {label} | {cams} | {sums} | "
+                    f"{fmt(p.get(f'{weights}_T1_centred'))} | {p['gaussian']:.1f} | "
+                    f"{p['ones']:.1f} |"
+                )
     return "\n".join(out)
 
 
@@ -270,7 +349,8 @@ def main() -> None:
     p = parser()
     args = p.parse_args()
     if args.table:
-        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
+        rows = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
+        print(table(rows) + "\n\n" + layer_table(rows))
         return
     if not args.tag:
         p.error("--tag is required (unless --table)")
@@ -311,7 +391,7 @@ def main() -> None:
         row[f"pxap_x{e}"] = cam_rows(params, weights, args.images, views.mean, views.std, expand=e)
     with open(args.out, "a") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
-    print(table([row]))
+    print(table([row]) + "\n\n" + layer_table([row]))
 
 
 if __name__ == "__main__":

@@ -142,3 +142,45 @@ def test_channel_sum_upto_layer4_is_the_pipelines_channel_sum_and_layer3_is_fine
     # layer3 is a different, earlier map of the same image (4 x 4 here, like the expanded layer4, but not equal)
     early = cam_screen.channel_sum_upto(model.encoder, x, "layer3")
     assert early.shape == ours.shape and not torch.allclose(early, ours, atol=1e-3)
+
+
+def test_contracam_at_layer4_is_the_pipelines_first_iteration():
+    import torch
+
+    from oacl.cam.contracam import contracam_prepared, prepare_cam_model
+    from oacl.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    enc = build_backbone("resnet18", "standard").eval()
+    proj = torch.nn.Sequential(torch.nn.Linear(512, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16)).eval()
+    model = prepare_cam_model(enc, proj, expand_res=2)
+    x = torch.randn(6, 3, 64, 64)
+    ours = cam_screen.contracam_at(model, x, "layer4")
+    assert torch.allclose(ours, contracam_prepared(model, x, iters=1), atol=1e-5)
+    early = cam_screen.contracam_at(model, x, "layer3")
+    assert early.shape == ours.shape and early.min() >= 0 and early.max() <= 1
+    assert not torch.allclose(early, ours, atol=1e-2)
+    # centred on the batch: a batch of one image copied has nothing that differs, so no map at all
+    same = cam_screen.contracam_at(model, x[:1].expand(4, -1, -1, -1).contiguous(), "layer4", centred=True)
+    assert float(same.abs().max()) == 0.0
+
+
+def test_layer_table_prints_rows_that_have_the_layer_diagnostics_only():
+    keys = ("T1_layer2", "T1_layer3", "T1", "channel_sum_layer2", "channel_sum_layer3", "channel_sum")
+    with_layers = {
+        **{f"trained_{k}": 10.0 + i for i, k in enumerate(keys)},
+        **{f"random_{k}": 20.0 + i for i, k in enumerate(keys)},
+        "trained_T1_centred": 16.0,
+        "gaussian": 35.0,
+        "ones": 12.0,
+    }
+    old = {"trained_T1": 1.0, "random_T1": 2.0, "gaussian": 35.0, "ones": 12.0}
+    rows = [
+        {"tag": "new", "steps": 46, "pxap": {"single": with_layers}},
+        {"tag": "old", "steps": 9, "pxap": {"single": old}},
+    ]
+    lines = cam_screen.layer_table(rows).splitlines()
+    assert lines[2:] == [
+        "| new | 46 | single | MoCo | 10.0 / 11.0 / 12.0 | 13.0 / 14.0 / 15.0 | 16.0 | 35.0 | 12.0 |",
+        "| new | 46 | single | random | 20.0 / 21.0 / 22.0 | 23.0 / 24.0 / 25.0 | – | 35.0 | 12.0 |",
+    ]
