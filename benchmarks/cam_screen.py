@@ -38,7 +38,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -188,6 +190,12 @@ def contracam_at(model: CamModel, x: torch.Tensor, layer: str, centred: bool = F
     return cam_from_gradients(a - a.mean(dim=0, keepdim=True) if centred else a, grad, tuple(x.shape[-2:]))
 
 
+def batched_pxap(masks: np.ndarray, cam: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> float:
+    """PxAP (%) of the maps ``cam`` draws for ``inputs`` (sliced alike, in batches of 64): (B, 1, H, W) each."""
+    maps = torch.cat([cam(*(t[b : b + 64] for t in inputs)) for b in range(0, len(inputs[0]), 64)])
+    return round(pxap(masks, maps[:, 0].numpy()), 1)
+
+
 def cam_rows(
     params: Params, weights: dict[str, tuple[nn.Module, nn.Module]], n: int, mean, std, expand: int = EXPAND
 ) -> dict[str, Any]:
@@ -197,15 +205,12 @@ def cam_rows(
     for name in ("single", "multi"):
         data, idx, masks, images = cam_subset(params, name, {}, n)
         row: dict[str, float] = {}
+        x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
         for label, (enc, proj) in weights.items():
             if label == "supervised":
-                x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
                 labels = torch.tensor([int(data[int(i)]["label"]) for i in idx])
-                cams = [
-                    classifier_cam(enc, proj, x[b : b + 64], labels[b : b + 64], expand_res=expand)
-                    for b in range(0, len(x), 64)
-                ]
-                row["supervised_gradcam"] = round(pxap(masks, torch.cat(cams)[:, 0].numpy()), 1)
+                cam = partial(classifier_cam, enc, proj, expand_res=expand)
+                row["supervised_gradcam"] = batched_pxap(masks, cam, x, labels)
                 continue
             model = prepare_cam_model(enc, proj, expand_res=expand, amp=False)
             by_t = soft_masks(model, images, iters=list(ITERS), batch_size=64, mean=mean, std=std)
@@ -214,16 +219,14 @@ def cam_rows(
             # the map turned inside out (does it point at the background?) and the gradient-free
             # channel sum of the same features (is the weighting by the score's gradient the culprit?)
             row[f"{label}_T1_inverted"] = round(pxap(masks, 1.0 - by_t[1] / 255.0), 1)
-            x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
-            sums = [channel_sum_cam(model, x[b : b + 64]) for b in range(0, len(x), 64)]
-            row[f"{label}_channel_sum"] = round(pxap(masks, torch.cat(sums)[:, 0].numpy()), 1)
-            cams = [contracam_at(model, x[b : b + 64], "layer4", centred=True) for b in range(0, len(x), 64)]
-            row[f"{label}_T1_centred"] = round(pxap(masks, torch.cat(cams)[:, 0].numpy()), 1)
+            row[f"{label}_channel_sum"] = batched_pxap(masks, partial(channel_sum_cam, model), x)
+            row[f"{label}_T1_centred"] = batched_pxap(
+                masks, partial(contracam_at, model, layer="layer4", centred=True), x
+            )
             for layer in ("layer2", "layer3"):  # where along the network the activations leave the object
-                sums = [channel_sum_upto(model.encoder, x[b : b + 64], layer) for b in range(0, len(x), 64)]
-                row[f"{label}_channel_sum_{layer}"] = round(pxap(masks, torch.cat(sums)[:, 0].numpy()), 1)
-                cams = [contracam_at(model, x[b : b + 64], layer) for b in range(0, len(x), 64)]
-                row[f"{label}_T1_{layer}"] = round(pxap(masks, torch.cat(cams)[:, 0].numpy()), 1)
+                sums = partial(channel_sum_upto, model.encoder, layer=layer)
+                row[f"{label}_channel_sum_{layer}"] = batched_pxap(masks, sums, x)
+                row[f"{label}_T1_{layer}"] = batched_pxap(masks, partial(contracam_at, model, layer=layer), x)
         row["gt_at_map_side"] = round(pxap(masks, mask_at_side(masks, cam_side(params, images.shape[1], expand))), 1)
         row["gt_at_side"] = {str(k): round(pxap(masks, mask_at_side(masks, k)), 1) for k in (2, 4, 8, 16)}
         gauss, sigma = best_gaussian(masks)
