@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/cam_screen.py --tag NAME [--variant shared-scene] [--set KEY=VALUE ...] \\
         [--steps 552] [--seed 0] [--images 256] [--supervised-steps 0 [--supervised-crop-scale 0.8 1]] \\
-        [--also-expand 1] [--vflip] [--keep moco.pt] [--out docs/cam_screen.jsonl]
+        [--also-expand 1] [--vflip] [--padding circular] [--norm group] [--keep moco.pt] [--out docs/cam_screen.jsonl]
     PYTHONPATH=src python benchmarks/cam_screen.py --table docs/cam_screen.jsonl   # the Markdown tables
 
 For one configuration (``params.yaml`` with ``--set`` overrides and a renderer ``--variant`` of
@@ -17,15 +17,19 @@ For one configuration (``params.yaml`` with ``--set`` overrides and a renderer `
    sum of each model's activations after layer2, layer3 and layer4, and ContraCAM's T = 1 map with
    the gradient taken at layer2 and layer3, or on layer4 activations centred on the batch's mean
    (diagnostics beyond the paper); the centred Gaussian at its best σ for PxAP on these images
-   (image-blind and optimistic); the all-ones map (PxAP = the object fraction); and the
-   ground-truth mask at the CAM's own resolution (area-averaged to the map's side, upsampled as
-   ContraCAM's maps are): the ceiling of a perfect map (``gt_at_map_side``; ``gt_at_side`` at
-   sides 2, 4, 8 and 16);
+   (image-blind and optimistic); the all-ones map (PxAP = the object fraction); whether the channel
+   sum follows the frame (:func:`frame_stats`) and, on single, where the class lives in layer4
+   (:func:`cell_probe`); and the ground-truth mask at the CAM's own resolution (area-averaged to the
+   map's side, upsampled as ContraCAM's maps are): the ceiling of a perfect map (``gt_at_map_side``;
+   ``gt_at_side`` at sides 2, 4, 8 and 16);
 3. with ``--supervised-steps N``, the same backbone trained with labels for N steps
    (:func:`screen.train_supervised`; ``--supervised-crop-scale`` gives it milder crops than
    MoCo's, which often cut the object out while keeping its label), its probe and its Grad-CAM of
    the ground-truth class: the gate of issue 17 — a benchmark on which a label-trained model's CAM does not beat the Gaussian
    has no discriminative object for a CAM to find.
+
+``--padding circular`` / ``--norm group`` change every backbone built in the process
+(:func:`patch_backbones`): levers on where training moves the activations.
 
 The soft maps are compared without the CRF: the maps themselves, where the CAM is measured (the
 CRF completes any prior near an object on these images; docs/benchmarks.md). Each configuration
@@ -74,6 +78,7 @@ from oacl.imaging import normalize  # noqa: E402
 from oacl.io.atomic import atomic_path  # noqa: E402
 from oacl.io.checkpoint import export_backbone  # noqa: E402
 from oacl.localization import centered_gaussian, pxap  # noqa: E402
+from oacl.models import backbones  # noqa: E402
 from oacl.models.backbones import build_backbone, layer4_stride  # noqa: E402
 from oacl.perf import resolve_amp  # noqa: E402
 from oacl.train.engine import train  # noqa: E402
@@ -99,10 +104,11 @@ def train_moco(params: Params, data: Any, size: int, steps: int, seed: int) -> t
     return result.model.eval(), time.perf_counter() - t0
 
 
-def random_probe(params: Params, root: Path) -> dict[str, float]:
-    """The probe of three random-init seeds (0, 1, 2), averaged; kept beside the benchmark per architecture."""
+def random_probe(params: Params, root: Path, patch: str = "") -> dict[str, float]:
+    """The probe of three random-init seeds (0, 1, 2), averaged; kept beside the benchmark per architecture
+    (and ``patch``, the :func:`patch_backbones` in force)."""
     cfg = params.pretrain
-    cache = root / f"random-probe-{cfg.arch}-{cfg.stem}.json"
+    cache = root / f"random-probe-{cfg.arch}-{cfg.stem}{patch}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     rows = []
@@ -127,6 +133,44 @@ def flip_both_ways() -> None:
         return views_module.v2.Compose([horizontal(p), views_module.v2.RandomVerticalFlip(p)])
 
     views_module.v2 = SimpleNamespace(**{**vars(views_module.v2), "RandomHorizontalFlip": both})
+
+
+PADS = {"circular": nn.CircularPad2d, "reflect": nn.ReflectionPad2d}
+
+
+def _patched_stem(apply: Callable[[nn.Module], None], padding: str, norm: str, net: nn.Module) -> None:
+    """The stem ``apply``, then :func:`patch_backbones`' changes to the whole ``net``."""
+    apply(net)
+    if padding != "zeros":
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d) and any(m.padding):
+                m.padding_mode = padding
+        if isinstance(net.maxpool, nn.MaxPool2d):  # the max-pool pads the same way, then pools unpadded
+            pool = net.maxpool
+            net.maxpool = nn.Sequential(PADS[padding](pool.padding), nn.MaxPool2d(pool.kernel_size, pool.stride))
+    if norm == "group":
+        swap_batchnorm(net)
+
+
+def swap_batchnorm(module: nn.Module) -> None:
+    """Replace every ``BatchNorm2d`` under ``module`` by a ``GroupNorm`` of min(32, C) groups (in place)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.GroupNorm(min(32, child.num_features), child.num_features))
+        else:
+            swap_batchnorm(child)
+
+
+def patch_backbones(padding: str = "zeros", norm: str = "batch") -> None:
+    """``--padding`` / ``--norm``: every backbone built in this process (MoCo's, the random-init
+    controls', ContraCAM's random-weight twin — all through :func:`oacl.models.backbones.apply_stem`,
+    which looks its stem up in ``STEMS`` when called) gets convolutions that pad with ``padding``
+    (the max-pool too; ``circular``: the network is blind to where the frame is — its activations
+    shift with the image rolled by a multiple of its stride) and,
+    with ``norm: group``, GroupNorm (32 groups) in place of every BatchNorm: levers on where training
+    moves the activations (docs/benchmarks.md), patched here, not pipeline params."""
+    for stem, apply in list(backbones.STEMS.items()):
+        backbones.STEMS[stem] = partial(_patched_stem, apply, padding, norm)
 
 
 def cam_side(params: Params, image_side: int, expand: int = EXPAND) -> int:
@@ -190,10 +234,56 @@ def contracam_at(model: CamModel, x: torch.Tensor, layer: str, centred: bool = F
     return cam_from_gradients(a - a.mean(dim=0, keepdim=True) if centred else a, grad, tuple(x.shape[-2:]))
 
 
+def cell_probe(model: CamModel, x: torch.Tensor, masks: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Where the object's class lives in layer4 (a diagnostic beyond the paper): the activations (at the
+    model's expansion) averaged over the cells the object fills (≥ half of the cell, or its fullest one)
+    and, apart, over the cells it does not touch; the accuracy (%) of a logistic-regression probe of the
+    class on each (4-fold cross-validation, standardised features), and the mean channel sum of object
+    cells over background cells. A network whose background cells predict the class as well as its object cells has spread the
+    object over the whole map: a map of where activations are cannot point at it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    a = torch.cat([activations_upto(model.encoder, x[b : b + 64], "layer4") for b in range(0, len(x), 64)])
+    cover = F.adaptive_avg_pool2d(torch.from_numpy(masks.astype(np.float32))[:, None], a.shape[-2:])
+    fullest = cover == cover.amax((2, 3), keepdim=True)  # so that an object under half a cell has one
+    obj, bg = ((cover >= 0.5) | fullest).float(), (cover == 0).float()
+    out: dict[str, float] = {}
+    for name, where in (("object", obj), ("background", bg)):
+        pooled = ((a * where).sum((2, 3)) / where.sum((2, 3)).clamp_min(1)).numpy()
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        out[f"cells_{name}"] = round(100 * float(cross_val_score(clf, pooled, labels, cv=4).mean()), 1)
+    sums = a.sum(1, keepdim=True)
+    out["cells_object_over_background"] = round(
+        float(((sums * obj).sum() / obj.sum()) / ((sums * bg).sum() / bg.sum()).clamp_min(1e-12)), 2
+    )
+    return out
+
+
+def batched_maps(cam: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> np.ndarray:
+    """The maps ``cam`` draws for ``inputs`` (sliced alike, in batches of 64; (B, 1, H, W) each): (n, H, W)."""
+    return torch.cat([cam(*(t[b : b + 64] for t in inputs)) for b in range(0, len(inputs[0]), 64)])[:, 0].numpy()
+
+
 def batched_pxap(masks: np.ndarray, cam: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> float:
-    """PxAP (%) of the maps ``cam`` draws for ``inputs`` (sliced alike, in batches of 64): (B, 1, H, W) each."""
-    maps = torch.cat([cam(*(t[b : b + 64] for t in inputs)) for b in range(0, len(inputs[0]), 64)])
-    return round(pxap(masks, maps[:, 0].numpy()), 1)
+    """PxAP (%) of the maps ``cam`` draws for ``inputs`` (see :func:`batched_maps`)."""
+    return round(pxap(masks, batched_maps(cam, *inputs)), 1)
+
+
+def frame_stats(masks: np.ndarray, maps: np.ndarray, border: float = 0.125) -> dict[str, float]:
+    """Does a map follow the image or the frame? PxAP (%) of the maps' mean over the images given to every
+    image (``blind``: what position alone earns) and the mean map's value in the band of width ``border``
+    (a fraction of the side) along the frame over its value inside it (``border_over_centre``)."""
+    mean = maps.mean(0)
+    band = np.ones(mean.shape, bool)
+    h, w = mean.shape
+    band[round(border * h) : h - round(border * h), round(border * w) : w - round(border * w)] = False
+    return {
+        "blind": round(pxap(masks, mean), 1),
+        "border_over_centre": round(float(mean[band].mean() / max(float(mean[~band].mean()), 1e-12)), 2),
+    }
 
 
 def cam_rows(
@@ -219,10 +309,15 @@ def cam_rows(
             # the map turned inside out (does it point at the background?) and the gradient-free
             # channel sum of the same features (is the weighting by the score's gradient the culprit?)
             row[f"{label}_T1_inverted"] = round(pxap(masks, 1.0 - by_t[1] / 255.0), 1)
-            row[f"{label}_channel_sum"] = batched_pxap(masks, partial(channel_sum_cam, model), x)
+            sum_maps = batched_maps(partial(channel_sum_cam, model), x)
+            row[f"{label}_channel_sum"] = round(pxap(masks, sum_maps), 1)
+            row.update({f"{label}_channel_sum_{k}": v for k, v in frame_stats(masks, sum_maps).items()})
             row[f"{label}_T1_centred"] = batched_pxap(
                 masks, partial(contracam_at, model, layer="layer4", centred=True), x
             )
+            if name == "single":  # one object, one class per image
+                labels = np.array([int(data[int(i)]["label"]) for i in idx])
+                row.update({f"{label}_{k}": v for k, v in cell_probe(model, x, masks, labels).items()})
             for layer in ("layer2", "layer3"):  # where along the network the activations leave the object
                 sums = partial(channel_sum_upto, model.encoder, layer=layer)
                 row[f"{label}_channel_sum_{layer}"] = batched_pxap(masks, sums, x)
@@ -308,6 +403,32 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def frame_table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of the frame and cell diagnostics (rows that have them): per set and weights, the
+    layer4 channel sum's PxAP, the PxAP of its mean map given to every image, its border / centre ratio,
+    and on single the class probe on object cells / background cells and their activation ratio."""
+    out = [
+        "| config | steps | set | weights | channel sum PxAP | its mean map (image-blind) | border / centre | "
+        "class from object cells / background cells (%) | activation, object / background cells |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for name, p in r["pxap"].items():
+            for weights in ("trained", "random"):
+                if f"{weights}_channel_sum_blind" not in p:
+                    continue
+                cells = p.get(f"{weights}_cells_object")
+                probe_cell = "–" if cells is None else f"{cells:.1f} / {p[f'{weights}_cells_background']:.1f}"
+                ratio = p.get(f"{weights}_cells_object_over_background")
+                out.append(
+                    f"| {r['tag']} | {r['steps']} | {name} | {'MoCo' if weights == 'trained' else 'random'} | "
+                    f"{p[f'{weights}_channel_sum']:.1f} | {p[f'{weights}_channel_sum_blind']:.1f} | "
+                    f"{p[f'{weights}_channel_sum_border_over_centre']:.2f} | {probe_cell} | "
+                    f"{'–' if ratio is None else f'{ratio:.2f}'} |"
+                )
+    return "\n".join(out)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--table", type=Path, metavar="JSONL", help="print the Markdown table of a rows file and exit")
@@ -343,6 +464,18 @@ def parser() -> argparse.ArgumentParser:
         "this process (not a pipeline param)",
     )
     p.add_argument(
+        "--padding",
+        choices=("zeros", "circular", "reflect"),
+        default="zeros",
+        help="every backbone convolution pads this way (patched in this process, not a pipeline param)",
+    )
+    p.add_argument(
+        "--norm",
+        choices=("batch", "group"),
+        default="batch",
+        help="group: GroupNorm (32 groups) in place of every backbone BatchNorm (patched, not a pipeline param)",
+    )
+    p.add_argument(
         "--keep", type=Path, metavar="FILE", help="also export the MoCo model there (cam_diagnostics.py reads it)"
     )
     return p
@@ -353,12 +486,14 @@ def main() -> None:
     args = p.parse_args()
     if args.table:
         rows = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
-        print(table(rows) + "\n\n" + layer_table(rows))
+        print(table(rows) + "\n\n" + layer_table(rows) + "\n\n" + frame_table(rows))
         return
     if not args.tag:
         p.error("--tag is required (unless --table)")
     if args.vflip:
         flip_both_ways()
+    patch = "".join(f"-{v}" for v, default in ((args.padding, "zeros"), (args.norm, "batch")) if v != default)
+    patch_backbones(args.padding, args.norm)
     overrides = dotted(args.sets)
     raw = overlay(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
     root = benchmark_dir(raw, args.variant)
@@ -368,6 +503,10 @@ def main() -> None:
     row: dict[str, Any] = {"tag": args.tag, "variant": args.variant, "set": overrides, "benchmark": root.name}
     if args.vflip:
         row["vflip"] = True
+    if args.padding != "zeros":
+        row["padding"] = args.padding
+    if args.norm != "batch":
+        row["norm"] = args.norm
 
     moco, sec = train_moco(params, data, size, args.steps, args.seed)
     if args.keep:
@@ -375,7 +514,7 @@ def main() -> None:
     enc, proj = moco.encoder, moco.projector
     row.update(seed=args.seed, steps=args.steps, seconds=round(sec))
     row["moco"] = {k: round(v, 1) for k, v in probe(enc, root, 0).items() if k in PROBE_KEYS}
-    row["random"] = random_probe(params, root)
+    row["random"] = random_probe(params, root, patch)
     print(f"# MoCo {row['moco']} in {sec:.0f} s; random init (3 seeds) {row['random']}", flush=True)
     weights = {
         "trained": (enc, proj),
@@ -394,7 +533,7 @@ def main() -> None:
         row[f"pxap_x{e}"] = cam_rows(params, weights, args.images, views.mean, views.std, expand=e)
     with open(args.out, "a") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
-    print(table([row]) + "\n\n" + layer_table([row]))
+    print(table([row]) + "\n\n" + layer_table([row]) + "\n\n" + frame_table([row]))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -113,12 +114,40 @@ def test_vflip_lever_flips_views_upside_down_as_often_as_left_right(monkeypatch)
     assert corner[True] == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
 
+def test_circular_padding_makes_the_backbone_shift_with_the_image_and_groupnorm_replaces_batchnorm(monkeypatch):
+    import torch
+    from torch import nn
+
+    from oacl.models import backbones
+
+    monkeypatch.setattr(backbones, "STEMS", dict(backbones.STEMS))  # the lever rewrites this registry
+    x = torch.randn(1, 3, 64, 64)
+    shift = ((16, 32), (2, 3))  # 1 and 2 layer4 cells at the s1 stem's stride 16
+
+    def shifted_gap(net: nn.Module) -> float:
+        a = cam_screen.activations_upto(net.eval(), x, "layer4")
+        b = cam_screen.activations_upto(net, torch.roll(x, *shift), "layer4")
+        return float((torch.roll(a, (1, 2), (2, 3)) - b).abs().max() / a.abs().max())
+
+    torch.manual_seed(0)
+    plain = backbones.build_backbone("resnet18", "s1")
+    assert shifted_gap(plain) > 0.05  # zero padding: the frame is visible, a roll is not a shift
+    cam_screen.patch_backbones("circular", "group")
+    torch.manual_seed(0)
+    net = backbones.build_backbone("resnet18", "s1")
+    assert shifted_gap(net) < 1e-5
+    assert net.conv1.stride == (1, 1)  # the stem itself is still applied
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert sum(isinstance(m, nn.GroupNorm) for m in net.modules()) == 20  # bn1 + 2 x 2 x 4 in blocks + 3 downsamples
+    assert net(x).shape == (1, 512)
+
+
 def test_every_flag_main_reads_is_parsed():
     args = cam_screen.parser().parse_args(
         "--tag t --variant one-scene --set pretrain.stem=s1 --steps 46 --seed 1 --images 8 --supervised-steps 9 "
-        "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --also-expand 1 4 --out /tmp/rows.jsonl".split()
+        "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --also-expand 1 4 --out /tmp/rows.jsonl --padding circular --norm group".split()
     )
-    assert args.also_expand == [1, 4]
+    assert args.also_expand == [1, 4] and (args.padding, args.norm) == ("circular", "group")
     assert args.vflip and args.supervised_crop_scale == [0.8, 1.0] and args.sets == ["pretrain.stem=s1"]
     # the attributes main() reads, by name, all exist on a parse of no flags at all
     plain = cam_screen.parser().parse_args([])
@@ -184,3 +213,67 @@ def test_layer_table_prints_rows_that_have_the_layer_diagnostics_only():
         "| new | 46 | single | MoCo | 10.0 / 11.0 / 12.0 | 13.0 / 14.0 / 15.0 | 16.0 | 35.0 | 12.0 |",
         "| new | 46 | single | random | 20.0 / 21.0 / 22.0 | 23.0 / 24.0 / 25.0 | – | 35.0 | 12.0 |",
     ]
+
+
+def test_frame_table_prints_the_frame_and_cell_diagnostics_where_a_row_has_them():
+    single = {
+        "trained_channel_sum": 9.4,
+        "trained_channel_sum_blind": 8.0,
+        "trained_channel_sum_border_over_centre": 1.8,
+        "trained_cells_object": 60.0,
+        "trained_cells_background": 55.5,
+        "trained_cells_object_over_background": 0.7,
+        "random_channel_sum": 46.9,
+        "gaussian": 35.0,
+    }
+    multi = {k: v for k, v in single.items() if "cells" not in k}  # the cell probe runs on single only
+    rows = [
+        {"tag": "new", "steps": 138, "pxap": {"single": single, "multi": multi}},
+        {"tag": "old", "steps": 9, "pxap": {"single": {"trained_channel_sum": 1.0}}},
+    ]
+    assert cam_screen.frame_table(rows).splitlines()[2:] == [
+        "| new | 138 | single | MoCo | 9.4 | 8.0 | 1.80 | 60.0 / 55.5 | 0.70 |",
+        "| new | 138 | multi | MoCo | 9.4 | 8.0 | 1.80 | – | – |",
+    ]
+
+
+def test_cell_probe_finds_the_class_where_the_activations_carry_it():
+    import torch
+    from torch import nn
+
+    # a "ResNet" whose layer4 activations are the input itself: 8 x 8 cells of 4 channels
+    encoder = nn.Module()
+    for name in ("conv1", "bn1", "relu", "maxpool", *cam_screen.LAYERS):
+        setattr(encoder, name, nn.Identity())
+    rng = np.random.default_rng(0)
+    n, classes = 96, 4
+    labels = np.arange(n) % classes
+    masks = np.zeros((n, 32, 32), np.uint8)
+    x = rng.normal(1.0, 1.0, size=(n, 4, 8, 8)).astype(np.float32)  # noise everywhere, one channel per class
+    for i, c in enumerate(labels):
+        r, col = rng.integers(0, 6, size=2)
+        masks[i, 4 * r : 4 * r + 8, 4 * col : 4 * col + 8] = 1  # a 2 x 2-cell object
+        x[i, c, r : r + 2, col : col + 2] += 5.0  # which carries its class on its own cells only
+    got = cam_screen.cell_probe(SimpleNamespace(encoder=encoder), torch.from_numpy(x), masks, labels)
+    assert got["cells_object"] == 100.0
+    assert got["cells_background"] < 50  # chance is 25
+    # per cell the object's channels sum to 4 + 5 on average, the background's to 4
+    assert abs(got["cells_object_over_background"] - 9 / 4) < 0.1
+    obj_sum = x.sum(1)[masks[:, ::4, ::4] == 1].mean()
+    bg_sum = x.sum(1)[masks[:, ::4, ::4] == 0].mean()
+    assert got["cells_object_over_background"] == round(float(obj_sum / bg_sum), 2)
+
+
+def test_frame_stats_score_the_position_alone_and_weigh_the_frame_against_the_centre():
+    s, n = 32, 6
+    masks = _centred_disks(6.0, n, s)
+    frame = np.full((s, s), 0.7, np.float32)
+    frame[4:-4, 4:-4] = 0.35  # the band of 4 px (1/8 of 32) along the frame at twice the centre
+    rng = np.random.default_rng(0)
+    maps = frame + rng.uniform(-0.25, 0.25, size=(n, s, s)).astype(np.float32)  # within [0, 1]
+    got = cam_screen.frame_stats(masks, maps)
+    assert got["blind"] == round(pxap(masks, maps.mean(0)), 1)
+    assert got["blind"] < 100 * masks.mean() + 5  # a frame-heavy map is worth no more than all-ones here
+    assert abs(got["border_over_centre"] - 2.0) < 0.05
+    centred = cam_screen.frame_stats(masks, np.repeat(centered_gaussian(s, s, 0.2)[None], n, axis=0))
+    assert centred["blind"] > 99.9 and centred["border_over_centre"] < 0.2
