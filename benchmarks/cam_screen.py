@@ -42,7 +42,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -378,29 +378,27 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
         "channel sum at layer2 / layer3 / layer4 | ContraCAM T=1, layer4 centred on the batch | Gaussian | ones |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    for r, name, p, weights in weight_rows(rows, "T1_layer3"):
+        cams = " / ".join(f"{p[k]:.1f}" for k in (f"{weights}_T1_layer2", f"{weights}_T1_layer3", f"{weights}_T1"))
+        sums = " / ".join(f"{p[f'{weights}_channel_sum{layer}']:.1f}" for layer in ("_layer2", "_layer3", ""))
+        out.append(
+            f"| {r['tag']} | {r['steps']} | {name} | {WEIGHTS[weights]} | {cams} | {sums} | "
+            f"{fmt(p.get(f'{weights}_T1_centred'))} | {p['gaussian']:.1f} | {p['ones']:.1f} |"
+        )
+    return "\n".join(out)
+
+
+WEIGHTS = {"trained": "MoCo", "random": "random"}  # a row's weights as the tables name them
+
+
+def weight_rows(rows: list[dict[str, Any]], key: str) -> Iterator[tuple[dict[str, Any], str, dict[str, Any], str]]:
+    """(row, set, the set's PxAP dict, weights) for each set and each of :data:`WEIGHTS` that has ``<weights>_<key>``
+    (rows from before a diagnostic existed have no line for it)."""
     for r in rows:
         for name, p in r["pxap"].items():
-            for weights in ("trained", "random"):
-                if f"{weights}_T1_layer3" not in p:
-                    continue
-                cams = " / ".join(
-                    f"{p[k]:.1f}" for k in (f"{weights}_T1_layer2", f"{weights}_T1_layer3", f"{weights}_T1")
-                )
-                sums = " / ".join(
-                    f"{p[k]:.1f}"
-                    for k in (
-                        f"{weights}_channel_sum_layer2",
-                        f"{weights}_channel_sum_layer3",
-                        f"{weights}_channel_sum",
-                    )
-                )
-                label = "MoCo" if weights == "trained" else "random"
-                out.append(
-                    f"| {r['tag']} | {r['steps']} | {name} | {label} | {cams} | {sums} | "
-                    f"{fmt(p.get(f'{weights}_T1_centred'))} | {p['gaussian']:.1f} | "
-                    f"{p['ones']:.1f} |"
-                )
-    return "\n".join(out)
+            for weights in WEIGHTS:
+                if f"{weights}_{key}" in p:
+                    yield r, name, p, weights
 
 
 def frame_table(rows: list[dict[str, Any]]) -> str:
@@ -412,20 +410,16 @@ def frame_table(rows: list[dict[str, Any]]) -> str:
         "class from object cells / background cells (%) | activation, object / background cells |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        for name, p in r["pxap"].items():
-            for weights in ("trained", "random"):
-                if f"{weights}_channel_sum_blind" not in p:
-                    continue
-                cells = p.get(f"{weights}_cells_object")
-                probe_cell = "–" if cells is None else f"{cells:.1f} / {p[f'{weights}_cells_background']:.1f}"
-                ratio = p.get(f"{weights}_cells_object_over_background")
-                out.append(
-                    f"| {r['tag']} | {r['steps']} | {name} | {'MoCo' if weights == 'trained' else 'random'} | "
-                    f"{p[f'{weights}_channel_sum']:.1f} | {p[f'{weights}_channel_sum_blind']:.1f} | "
-                    f"{p[f'{weights}_channel_sum_border_over_centre']:.2f} | {probe_cell} | "
-                    f"{'–' if ratio is None else f'{ratio:.2f}'} |"
-                )
+    for r, name, p, weights in weight_rows(rows, "channel_sum_blind"):
+        cells = p.get(f"{weights}_cells_object")
+        probe_cell = "–" if cells is None else f"{cells:.1f} / {p[f'{weights}_cells_background']:.1f}"
+        ratio = p.get(f"{weights}_cells_object_over_background")
+        out.append(
+            f"| {r['tag']} | {r['steps']} | {name} | {WEIGHTS[weights]} | "
+            f"{p[f'{weights}_channel_sum']:.1f} | {p[f'{weights}_channel_sum_blind']:.1f} | "
+            f"{p[f'{weights}_channel_sum_border_over_centre']:.2f} | {probe_cell} | "
+            f"{'–' if ratio is None else f'{ratio:.2f}'} |"
+        )
     return "\n".join(out)
 
 
