@@ -166,9 +166,9 @@ def patch_backbones(padding: str = "zeros", norm: str = "batch") -> None:
     controls', ContraCAM's random-weight twin — all through :func:`oacl.models.backbones.apply_stem`,
     which looks its stem up in ``STEMS`` when called) gets convolutions that pad with ``padding``
     (the max-pool too; ``circular``: the network is blind to where the frame is — its activations
-    shift with the image rolled by a multiple of its stride) and,
-    with ``norm: group``, GroupNorm (32 groups) in place of every BatchNorm: levers on where training
-    moves the activations (docs/benchmarks.md), patched here, not pipeline params."""
+    shift with the image rolled by a multiple of its stride) and, with ``norm: group``, GroupNorm
+    (32 groups) in place of every BatchNorm: levers on where training moves the activations
+    (docs/benchmarks.md), patched here, not pipeline params."""
     for stem, apply in list(backbones.STEMS.items()):
         backbones.STEMS[stem] = partial(_patched_stem, apply, padding, norm)
 
@@ -239,8 +239,9 @@ def cell_probe(model: CamModel, x: torch.Tensor, masks: np.ndarray, labels: np.n
     model's expansion) averaged over the cells the object fills (≥ half of the cell, or its fullest one)
     and, apart, over the cells it does not touch; the accuracy (%) of a logistic-regression probe of the
     class on each (4-fold cross-validation, standardised features), and the mean channel sum of object
-    cells over background cells. A network whose background cells predict the class as well as its object cells has spread the
-    object over the whole map: a map of where activations are cannot point at it."""
+    cells over background cells. A network whose background cells predict the class as well as its
+    object cells has spread the object over the whole map: a map of where activations are cannot point
+    at it."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline

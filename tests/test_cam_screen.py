@@ -145,7 +145,8 @@ def test_circular_padding_makes_the_backbone_shift_with_the_image_and_groupnorm_
 def test_every_flag_main_reads_is_parsed():
     args = cam_screen.parser().parse_args(
         "--tag t --variant one-scene --set pretrain.stem=s1 --steps 46 --seed 1 --images 8 --supervised-steps 9 "
-        "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --also-expand 1 4 --out /tmp/rows.jsonl --padding circular --norm group".split()
+        "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --also-expand 1 4 --out /tmp/rows.jsonl "
+        "--padding circular --norm group".split()
     )
     assert args.also_expand == [1, 4] and (args.padding, args.norm) == ("circular", "group")
     assert args.vflip and args.supervised_crop_scale == [0.8, 1.0] and args.sets == ["pretrain.stem=s1"]
