@@ -247,7 +247,7 @@ def cell_probe(model: CamModel, x: torch.Tensor, masks: np.ndarray, labels: np.n
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    a = torch.cat([activations_upto(model.encoder, x[b : b + 64], "layer4") for b in range(0, len(x), 64)])
+    a = in_batches(partial(activations_upto, model.encoder, layer="layer4"), x)
     cover = F.adaptive_avg_pool2d(torch.from_numpy(masks.astype(np.float32))[:, None], a.shape[-2:])
     fullest = cover == cover.amax((2, 3), keepdim=True)  # so that an object under half a cell has one
     obj, bg = ((cover >= 0.5) | fullest).float(), (cover == 0).float()
@@ -263,9 +263,14 @@ def cell_probe(model: CamModel, x: torch.Tensor, masks: np.ndarray, labels: np.n
     return out
 
 
+def in_batches(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to ``inputs`` sliced alike in batches of 64, the outputs concatenated."""
+    return torch.cat([fn(*(t[b : b + 64] for t in inputs)) for b in range(0, len(inputs[0]), 64)])
+
+
 def batched_maps(cam: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> np.ndarray:
-    """The maps ``cam`` draws for ``inputs`` (sliced alike, in batches of 64; (B, 1, H, W) each): (n, H, W)."""
-    return torch.cat([cam(*(t[b : b + 64] for t in inputs)) for b in range(0, len(inputs[0]), 64)])[:, 0].numpy()
+    """The maps ``cam`` draws for ``inputs`` (:func:`in_batches`; (B, 1, H, W) each): (n, H, W)."""
+    return in_batches(cam, *inputs)[:, 0].numpy()
 
 
 def batched_pxap(masks: np.ndarray, cam: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> float:
@@ -297,9 +302,9 @@ def cam_rows(
         data, idx, masks, images = cam_subset(params, name, {}, n)
         row: dict[str, float] = {}
         x = normalize(torch.from_numpy(images).permute(0, 3, 1, 2), mean, std)
+        labels = torch.tensor([int(data[int(i)]["label"]) for i in idx])  # each image's (primary) class, read once
         for label, (enc, proj) in weights.items():
             if label == "supervised":
-                labels = torch.tensor([int(data[int(i)]["label"]) for i in idx])
                 cam = partial(classifier_cam, enc, proj, expand_res=expand)
                 row["supervised_gradcam"] = batched_pxap(masks, cam, x, labels)
                 continue
@@ -317,8 +322,7 @@ def cam_rows(
                 masks, partial(contracam_at, model, layer="layer4", centred=True), x
             )
             if name == "single":  # one object, one class per image
-                labels = np.array([int(data[int(i)]["label"]) for i in idx])
-                row.update({f"{label}_{k}": v for k, v in cell_probe(model, x, masks, labels).items()})
+                row.update({f"{label}_{k}": v for k, v in cell_probe(model, x, masks, labels.numpy()).items()})
             for layer in ("layer2", "layer3"):  # where along the network the activations leave the object
                 sums = partial(channel_sum_upto, model.encoder, layer=layer)
                 row[f"{label}_channel_sum_{layer}"] = batched_pxap(masks, sums, x)
