@@ -2,7 +2,8 @@
 
     PYTHONPATH=src python benchmarks/cam_screen.py --tag NAME [--variant shared-scene] [--set KEY=VALUE ...] \\
         [--steps 552] [--seed 0] [--images 256] [--supervised-steps 0 [--supervised-crop-scale 0.8 1]] \\
-        [--also-expand 1] [--vflip] [--padding circular] [--norm group] [--keep moco.pt] [--out docs/cam_screen.jsonl]
+        [--also-expand 1] [--vflip] [--padding circular] [--norm group] [--shuffle-bn 4] [--keep moco.pt] \\
+        [--out docs/cam_screen.jsonl]
     PYTHONPATH=src python benchmarks/cam_screen.py --table docs/cam_screen.jsonl   # the Markdown tables
 
 For one configuration (``params.yaml`` with ``--set`` overrides and a renderer ``--variant`` of
@@ -29,7 +30,9 @@ For one configuration (``params.yaml`` with ``--set`` overrides and a renderer `
    has no discriminative object for a CAM to find.
 
 ``--padding circular`` / ``--norm group`` change every backbone built in the process
-(:func:`patch_backbones`): levers on where training moves the activations.
+(:func:`patch_backbones`): levers on where training moves the activations. ``--shuffle-bn S`` trains MoCo
+with MoCo's Shuffling BN emulated in one process (:func:`shuffle_bn`): BatchNorm statistics over S
+sub-batches, the key batch permuted before the key encoder.
 
 The soft maps are compared without the CRF: the maps themselves, where the CAM is measured (the
 CRF completes any prior near an object on these images; docs/benchmarks.md). Each configuration
@@ -43,6 +46,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -79,6 +83,7 @@ from oacl.io.atomic import atomic_path  # noqa: E402
 from oacl.io.checkpoint import export_backbone  # noqa: E402
 from oacl.localization import centered_gaussian, pxap  # noqa: E402
 from oacl.models import backbones  # noqa: E402
+from oacl.models import moco as moco_module  # noqa: E402
 from oacl.models.backbones import build_backbone, layer4_stride  # noqa: E402
 from oacl.perf import resolve_amp  # noqa: E402
 from oacl.train.engine import train  # noqa: E402
@@ -90,8 +95,12 @@ EXPAND, ITERS = 2, (1, 5)  # the pipeline's expansion; T = 1 (single's default) 
 PROBE_KEYS = ("crops", "original", "mixed_rand", "bg_gap", "crops_val", "single_val")
 
 
-def train_moco(params: Params, data: Any, size: int, steps: int, seed: int) -> tuple[nn.Module, float]:
-    """MoCo with the pipeline's settings for about ``steps`` steps (whole epochs): (the MoCo module, seconds)."""
+def train_moco(
+    params: Params, data: Any, size: int, steps: int, seed: int, bn_splits: int = 1
+) -> tuple[nn.Module, float]:
+    """MoCo with the pipeline's settings for about ``steps`` steps (whole epochs): (the MoCo module, seconds).
+
+    ``bn_splits`` > 1: trained with :func:`shuffle_bn` in force (plain BatchNorm again afterwards)."""
     cfg = params.pretrain
     epochs = max(1, round(steps / (len(data) // cfg.batch_size)))
     settings = replace(
@@ -100,8 +109,72 @@ def train_moco(params: Params, data: Any, size: int, steps: int, seed: int) -> t
     torch.manual_seed(seed)
     model = build_method("moco", cfg)
     t0 = time.perf_counter()
-    result = train(model, data, two_view_pipeline(view_settings(cfg, size)), settings, device="cpu", progress=False)
+    with shuffle_bn(model, bn_splits):
+        result = train(model, data, two_view_pipeline(view_settings(cfg, size)), settings, device="cpu", progress=False)
     return result.model.eval(), time.perf_counter() - t0
+
+
+def _split_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """BatchNorm in training mode with statistics over ``self.splits`` sub-batches (sample i in sub-batch
+    i mod splits), as ``splits`` processes of plain DDP each see their own; the running statistics move
+    by the sub-batches' mean. Evaluation mode: plain BatchNorm."""
+    base = type(self).__mro__[1]
+    if not self.training:
+        return base.forward(self, x)
+    s, n, c = self.splits, x.shape[0], x.shape[1]
+    if n % s:
+        raise ValueError(f"--shuffle-bn {s}: a batch of {n} does not split into {s} equal sub-batches")
+    rep = lambda t: None if t is None else t.repeat(s)  # noqa: E731
+    mean, var = rep(self.running_mean), rep(self.running_var)
+    y = F.batch_norm(
+        x.reshape(n // s, c * s, *x.shape[2:]),
+        mean,
+        var,
+        rep(self.weight),
+        rep(self.bias),
+        True,
+        self.momentum,
+        self.eps,
+    )
+    with torch.no_grad():
+        self.running_mean.copy_(mean.view(s, c).mean(0))
+        self.running_var.copy_(var.view(s, c).mean(0))
+        self.num_batches_tracked += 1
+    return y.reshape(x.shape)
+
+
+@contextmanager
+def shuffle_bn(model: nn.Module, splits: int) -> Iterator[None]:
+    """``--shuffle-bn``: MoCo's Shuffling BN (He et al. 2020, section 3.3) emulated in one process, as
+    multi-GPU runs have it. Every BatchNorm of ``model`` (backbones and projectors, query and key) takes
+    its statistics over ``splits`` sub-batches, and the key batch is randomly permuted before the key
+    encoder (and back after), so a query and its positive key are normalised with different samples
+    (probability 1 − 1/splits): the batch statistics no longer leak which key is the positive. Without
+    it, our single-process MoCo normalises query and key batches each as one whole batch. Restores
+    plain BatchNorm and the pipeline's (single-process: identity) shuffle on exit."""
+    if splits <= 1:
+        yield
+        return
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    classes = {
+        cls: type(f"Split{cls.__name__}", (cls,), {"forward": _split_bn_forward, "splits": splits})
+        for cls in {type(m) for m in bns}
+    }
+    for m in bns:
+        m.__class__ = classes[type(m)]
+
+    def shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        perm = torch.randperm(x.shape[0], device=x.device)
+        return x[perm], torch.argsort(perm)
+
+    saved = moco_module.shuffle_across_ranks, moco_module.unshuffle_across_ranks
+    moco_module.shuffle_across_ranks, moco_module.unshuffle_across_ranks = shuffle, lambda x, inverse: x[inverse]
+    try:
+        yield
+    finally:
+        moco_module.shuffle_across_ranks, moco_module.unshuffle_across_ranks = saved
+        for m in bns:
+            m.__class__ = type(m).__mro__[1]
 
 
 def random_probe(params: Params, root: Path, patch: str = "") -> dict[str, float]:
@@ -475,6 +548,14 @@ def parser() -> argparse.ArgumentParser:
         help="group: GroupNorm (32 groups) in place of every backbone BatchNorm (patched, not a pipeline param)",
     )
     p.add_argument(
+        "--shuffle-bn",
+        type=int,
+        default=1,
+        metavar="S",
+        help="S > 1: MoCo trained with Shuffling BN emulated in this process (BatchNorm over S sub-batches, keys "
+        "permuted); not a pipeline param",
+    )
+    p.add_argument(
         "--keep", type=Path, metavar="FILE", help="also export the MoCo model there (cam_diagnostics.py reads it)"
     )
     return p
@@ -506,8 +587,10 @@ def main() -> None:
         row["padding"] = args.padding
     if args.norm != "batch":
         row["norm"] = args.norm
+    if args.shuffle_bn > 1:
+        row["shuffle_bn"] = args.shuffle_bn
 
-    moco, sec = train_moco(params, data, size, args.steps, args.seed)
+    moco, sec = train_moco(params, data, size, args.steps, args.seed, args.shuffle_bn)
     if args.keep:
         export_backbone(args.keep, moco, image_size=size, mean=views.mean, std=views.std)
     enc, proj = moco.encoder, moco.projector

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from oacl.localization import centered_gaussian, pxap
 
@@ -142,13 +143,62 @@ def test_circular_padding_makes_the_backbone_shift_with_the_image_and_groupnorm_
     assert net(x).shape == (1, 512)
 
 
+def test_shuffle_bn_normalises_each_sub_batch_on_its_own_and_permutes_the_keys():
+    import torch
+    from torch import nn
+
+    from oacl.models import moco as moco_module
+    from oacl.models.moco import MoCo
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5) * torch.arange(1.0, 9.0).view(8, 1, 1, 1)  # sub-batches with unlike statistics
+    bn = nn.BatchNorm2d(3).train()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        bn.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    ref = [nn.BatchNorm2d(3).train() for _ in range(3)]  # two sub-batches, one whole batch
+    for r in ref:
+        r.load_state_dict(bn.state_dict())
+    model = nn.Sequential(bn)
+    before = moco_module.shuffle_across_ranks
+    with cam_screen.shuffle_bn(model, 2):
+        y = model(x)
+        # sample i is normalised with the samples of its own residue i mod 2, and with no others
+        torch.testing.assert_close(y[0::2], ref[0](x[0::2]))
+        torch.testing.assert_close(y[1::2], ref[1](x[1::2]))
+        assert (y - ref[2](x)).abs().max() > 0.1  # unlike one whole batch
+        mean_ref = (ref[0].running_mean + ref[1].running_mean) / 2
+        torch.testing.assert_close(bn.running_mean, mean_ref)
+        torch.testing.assert_close(bn.running_var, (ref[0].running_var + ref[1].running_var) / 2)
+        with torch.no_grad():
+            model.eval()
+            torch.testing.assert_close(
+                model(x),
+                nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps),
+            )
+            model.train()
+        keys, inverse = moco_module.shuffle_across_ranks(torch.arange(64))
+        assert not torch.equal(keys, torch.arange(64))  # a real permutation (p of identity 1/64!)
+        assert torch.equal(moco_module.unshuffle_across_ranks(keys, inverse), torch.arange(64))
+        with pytest.raises(ValueError, match="--shuffle-bn 2"):
+            model(x[:3])
+    assert type(bn) is nn.BatchNorm2d and moco_module.shuffle_across_ranks is before  # all restored
+    # a MoCo step runs through it (backbone and projector BatchNorms split, keys shuffled)
+    net = MoCo("resnet18", "s1", queue_size=16, proj_hidden=32, proj_dim=8)
+    with cam_screen.shuffle_bn(net, 4):
+        assert sum(type(m).__name__.startswith("Split") for m in net.modules()) == 2 * (20 + 1)
+        out = net(torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32), torch.arange(8))
+    assert torch.isfinite(out["loss"]) and not any(type(m).__name__.startswith("Split") for m in net.modules())
+
+
 def test_every_flag_main_reads_is_parsed():
     args = cam_screen.parser().parse_args(
         "--tag t --variant one-scene --set pretrain.stem=s1 --steps 46 --seed 1 --images 8 --supervised-steps 9 "
         "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --also-expand 1 4 --out /tmp/rows.jsonl "
-        "--padding circular --norm group".split()
+        "--padding circular --norm group --shuffle-bn 4".split()
     )
     assert args.also_expand == [1, 4] and (args.padding, args.norm) == ("circular", "group")
+    assert args.shuffle_bn == 4
     assert args.vflip and args.supervised_crop_scale == [0.8, 1.0] and args.sets == ["pretrain.stem=s1"]
     # the attributes main() reads, by name, all exist on a parse of no flags at all
     plain = cam_screen.parser().parse_args([])
