@@ -2,8 +2,8 @@
 
     PYTHONPATH=src python benchmarks/cam_screen.py --tag NAME [--variant shared-scene] [--set KEY=VALUE ...] \\
         [--steps 552] [--seed 0] [--images 256] [--supervised-steps 0 [--supervised-crop-scale 0.8 1]] \\
-        [--also-expand 1] [--vflip] [--padding circular] [--norm group] [--shuffle-bn 4] [--keep moco.pt] \\
-        [--out docs/cam_screen.jsonl]
+        [--also-expand 1] [--vflip] [--padding circular] [--norm group|instance|layer] [--shuffle-bn 4] \\
+        [--keep moco.pt] [--out docs/cam_screen.jsonl]
     PYTHONPATH=src python benchmarks/cam_screen.py --table docs/cam_screen.jsonl   # the Markdown tables
 
 For one configuration (``params.yaml`` with ``--set`` overrides and a renderer ``--variant`` of
@@ -29,7 +29,7 @@ For one configuration (``params.yaml`` with ``--set`` overrides and a renderer `
    the ground-truth class: the gate of issue 17 — a benchmark on which a label-trained model's CAM does not beat the Gaussian
    has no discriminative object for a CAM to find.
 
-``--padding circular`` / ``--norm group`` change every backbone built in the process
+``--padding circular`` / ``--norm group|instance|layer`` change every backbone built in the process
 (:func:`patch_backbones`): levers on where training moves the activations. ``--shuffle-bn S`` trains MoCo
 with MoCo's Shuffling BN emulated in one process (:func:`shuffle_bn`): BatchNorm statistics over S
 sub-batches, the key batch permuted before the key encoder.
@@ -221,17 +221,27 @@ def _patched_stem(apply: Callable[[nn.Module], None], padding: str, norm: str, n
         if isinstance(net.maxpool, nn.MaxPool2d):  # the max-pool pads the same way, then pools unpadded
             pool = net.maxpool
             net.maxpool = nn.Sequential(PADS[padding](pool.padding), nn.MaxPool2d(pool.kernel_size, pool.stride))
-    if norm == "group":
-        swap_batchnorm(net)
+    if norm != "batch":
+        swap_batchnorm(net, norm)
 
 
-def swap_batchnorm(module: nn.Module) -> None:
-    """Replace every ``BatchNorm2d`` under ``module`` by a ``GroupNorm`` of min(32, C) groups (in place)."""
+# ``--norm``: the number of GroupNorm groups for C channels. All three normalise each image on its own;
+# instance: every channel alone (InstanceNorm with an affine), layer: all channels together.
+NORM_GROUPS: dict[str, Callable[[int], int]] = {
+    "group": lambda c: min(32, c),
+    "instance": lambda c: c,
+    "layer": lambda c: 1,
+}
+
+
+def swap_batchnorm(module: nn.Module, norm: str = "group") -> None:
+    """Replace every ``BatchNorm2d`` under ``module`` by a ``GroupNorm`` of ``NORM_GROUPS[norm](C)``
+    groups (in place)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, nn.GroupNorm(min(32, child.num_features), child.num_features))
+            setattr(module, name, nn.GroupNorm(NORM_GROUPS[norm](child.num_features), child.num_features))
         else:
-            swap_batchnorm(child)
+            swap_batchnorm(child, norm)
 
 
 def patch_backbones(padding: str = "zeros", norm: str = "batch") -> None:
@@ -239,9 +249,9 @@ def patch_backbones(padding: str = "zeros", norm: str = "batch") -> None:
     controls', ContraCAM's random-weight twin — all through :func:`oacl.models.backbones.apply_stem`,
     which looks its stem up in ``STEMS`` when called) gets convolutions that pad with ``padding``
     (the max-pool too; ``circular``: the network is blind to where the frame is — its activations
-    shift with the image rolled by a multiple of its stride) and, with ``norm: group``, GroupNorm
-    (32 groups) in place of every BatchNorm: levers on where training moves the activations
-    (docs/benchmarks.md), patched here, not pipeline params."""
+    shift with the image rolled by a multiple of its stride) and, with ``norm`` other than ``batch``,
+    a per-image GroupNorm in place of every BatchNorm (:data:`NORM_GROUPS`): levers on where training
+    moves the activations (docs/benchmarks.md), patched here, not pipeline params."""
     for stem, apply in list(backbones.STEMS.items()):
         backbones.STEMS[stem] = partial(_patched_stem, apply, padding, norm)
 
@@ -543,9 +553,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--norm",
-        choices=("batch", "group"),
+        choices=("batch", *NORM_GROUPS),
         default="batch",
-        help="group: GroupNorm (32 groups) in place of every backbone BatchNorm (patched, not a pipeline param)",
+        help="GroupNorm in place of every backbone BatchNorm (patched, not a pipeline param): group 32 groups, "
+        "instance one per channel, layer one for all channels",
     )
     p.add_argument(
         "--shuffle-bn",

@@ -143,6 +143,34 @@ def test_circular_padding_makes_the_backbone_shift_with_the_image_and_groupnorm_
     assert net(x).shape == (1, 512)
 
 
+def test_norm_lever_normalises_each_image_over_its_groups():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 4, 4) * torch.arange(1.0, 65.0).view(1, 64, 1, 1) + 3.0
+    for norm, groups in (("group", 32), ("instance", 64), ("layer", 1)):
+        net = nn.Sequential(nn.BatchNorm2d(64), nn.Sequential(nn.BatchNorm2d(16)))
+        cam_screen.swap_batchnorm(net, norm)
+        gn = net[0]
+        assert isinstance(gn, nn.GroupNorm) and gn.num_groups == groups and gn.num_channels == 64
+        assert isinstance(net[1][0], nn.GroupNorm) and net[1][0].num_groups == {"group": 16, "instance": 16}.get(
+            norm, 1
+        )
+        y = gn(x)
+        # each image's groups of 64 / groups channels have mean 0 and variance 1, whatever the other image holds
+        g = y.reshape(2, groups, -1)
+        torch.testing.assert_close(g.mean(-1), torch.zeros(2, groups), atol=1e-5, rtol=0)
+        torch.testing.assert_close(g.var(-1, unbiased=False), torch.ones(2, groups), atol=1e-3, rtol=0)
+        torch.testing.assert_close(gn(x[:1]), y[:1])
+    ref = nn.InstanceNorm2d(64, affine=True)  # instance is InstanceNorm with an affine, in eval mode too
+    net = nn.Sequential(nn.BatchNorm2d(64))
+    cam_screen.swap_batchnorm(net, "instance")
+    torch.testing.assert_close(net[0].eval()(x), ref.eval()(x), atol=1e-5, rtol=1e-5)
+    args = cam_screen.parser().parse_args(["--tag", "t", "--norm", "layer"])
+    assert args.norm == "layer"
+
+
 def test_shuffle_bn_normalises_each_sub_batch_on_its_own_and_permutes_the_keys():
     import torch
     from torch import nn
