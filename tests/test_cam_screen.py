@@ -149,14 +149,12 @@ def test_norm_lever_normalises_each_image_over_its_groups():
 
     torch.manual_seed(0)
     x = torch.randn(2, 64, 4, 4) * torch.arange(1.0, 65.0).view(1, 64, 1, 1) + 3.0
-    for norm, groups in (("group", 32), ("instance", 64), ("layer", 1)):
-        net = nn.Sequential(nn.BatchNorm2d(64), nn.Sequential(nn.BatchNorm2d(16)))
+    for norm, groups, inner in (("group", 32, 16), ("instance", 64, 16), ("layer", 1, 1)):
+        net = nn.Sequential(nn.BatchNorm2d(64), nn.Sequential(nn.BatchNorm2d(16)))  # nested: swapped too
         cam_screen.swap_batchnorm(net, norm)
         gn = net[0]
         assert isinstance(gn, nn.GroupNorm) and gn.num_groups == groups and gn.num_channels == 64
-        assert isinstance(net[1][0], nn.GroupNorm) and net[1][0].num_groups == {"group": 16, "instance": 16}.get(
-            norm, 1
-        )
+        assert isinstance(net[1][0], nn.GroupNorm) and net[1][0].num_groups == inner
         y = gn(x)
         # each image's groups of 64 / groups channels have mean 0 and variance 1, whatever the other image holds
         g = y.reshape(2, groups, -1)
