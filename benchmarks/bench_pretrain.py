@@ -202,7 +202,7 @@ def time_views(size: int, batch: int, device: torch.device, repeats: int) -> tup
     return statistics.median(t) * 1e3, statistics.median(p) * 1e3
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     defaults = PretrainConfig()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=["moco", "byol"], choices=["moco", "byol"])
@@ -217,7 +217,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-malloc-tuning", action="store_true")
     ap.add_argument("--no-lightly", action="store_true")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     device = torch.device(args.device)
     if not args.no_malloc_tuning:

@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/cam_screen.py --tag NAME [--variant shared-scene] [--set KEY=VALUE ...] \\
         [--steps 552] [--seed 0] [--images 256] [--supervised-steps 0 [--supervised-crop-scale 0.8 1]] \\
         [--also-expand 1] [--vflip] [--padding circular] [--norm group|instance|layer] [--shuffle-bn 4] \\
-        [--keep moco.pt] [--out docs/cam_screen.jsonl]
+        [--keep moco.pt [--device cuda] [--train-only]] [--load moco.pt] [--out docs/cam_screen.jsonl]
     PYTHONPATH=src python benchmarks/cam_screen.py --table docs/cam_screen.jsonl   # the Markdown tables
 
 For one configuration (``params.yaml`` with ``--set`` overrides and a renderer ``--variant`` of
@@ -80,7 +80,7 @@ from oacl.cam.pipeline import soft_masks  # noqa: E402
 from oacl.config import Params, overlay, parse_section  # noqa: E402
 from oacl.imaging import normalize  # noqa: E402
 from oacl.io.atomic import atomic_path  # noqa: E402
-from oacl.io.checkpoint import export_backbone  # noqa: E402
+from oacl.io.checkpoint import export_backbone, load_encoder_projector, read_backbone  # noqa: E402
 from oacl.localization import centered_gaussian, pxap  # noqa: E402
 from oacl.models import backbones  # noqa: E402
 from oacl.models import moco as moco_module  # noqa: E402
@@ -93,25 +93,40 @@ ROOT = Path(__file__).resolve().parents[1]
 SIGMAS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)  # the Gaussian's σ grid (fraction of the side)
 EXPAND, ITERS = 2, (1, 5)  # the pipeline's expansion; T = 1 (single's default) and a later iteration
 PROBE_KEYS = ("crops", "original", "mixed_rand", "bg_gap", "crops_val", "single_val")
+# What a --keep run records in the exported file, and --load copies into its row.
+RUN_KEYS = ("benchmark", "seed", "steps", "seconds", "device", "norm", "padding", "shuffle_bn")
 
 
 def train_moco(
-    params: Params, data: Any, size: int, steps: int, seed: int, bn_splits: int = 1
+    params: Params, data: Any, size: int, steps: int, seed: int, bn_splits: int = 1, device: str = "cpu"
 ) -> tuple[nn.Module, float]:
-    """MoCo with the pipeline's settings for about ``steps`` steps (whole epochs): (the MoCo module, seconds).
+    """MoCo with the pipeline's settings for about ``steps`` steps (whole epochs): (the MoCo module on the CPU,
+    seconds).
 
-    ``bn_splits`` > 1: trained with :func:`shuffle_bn` in force (plain BatchNorm again afterwards)."""
+    ``bn_splits`` > 1: trained with :func:`shuffle_bn` in force (plain BatchNorm again afterwards). ``device``: where
+    it trains (``pretrain.amp`` resolved for it); everything after training runs on the CPU."""
     cfg = params.pretrain
     epochs = max(1, round(steps / (len(data) // cfg.batch_size)))
     settings = replace(
-        train_settings("moco", cfg), epochs=epochs, seed=seed, amp=resolve_amp(cfg.amp, torch.device("cpu"))
+        train_settings("moco", cfg), epochs=epochs, seed=seed, amp=resolve_amp(cfg.amp, torch.device(device))
     )
     torch.manual_seed(seed)
     model = build_method("moco", cfg)
     t0 = time.perf_counter()
     with shuffle_bn(model, bn_splits):
-        result = train(model, data, two_view_pipeline(view_settings(cfg, size)), settings, device="cpu", progress=False)
-    return result.model.eval(), time.perf_counter() - t0
+        result = train(
+            model, data, two_view_pipeline(view_settings(cfg, size)), settings, device=device, progress=False
+        )
+    return result.model.cpu().eval(), time.perf_counter() - t0
+
+
+def loaded_run(path: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """The run a ``--keep`` file records, after checking that it trained on ``row``'s benchmark and levers."""
+    run = read_backbone(path)["params"]
+    for key in ("benchmark", "norm", "padding"):
+        if run.get(key) != row.get(key):
+            raise SystemExit(f"--load {path}: trained with {key} {run.get(key)!r}, this run has {row.get(key)!r}")
+    return run
 
 
 def _split_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
@@ -569,6 +584,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep", type=Path, metavar="FILE", help="also export the MoCo model there (cam_diagnostics.py reads it)"
     )
+    p.add_argument("--device", default="cpu", help="where MoCo trains (cpu | cuda); the evaluation runs on the CPU")
+    p.add_argument("--train-only", action="store_true", help="train, export to --keep and stop (evaluate with --load)")
+    p.add_argument(
+        "--load", type=Path, metavar="FILE", help="evaluate the MoCo model a --keep run exported instead of training"
+    )
     return p
 
 
@@ -581,6 +601,10 @@ def main() -> None:
         return
     if not args.tag:
         p.error("--tag is required (unless --table)")
+    if args.train_only and not args.keep:
+        p.error("--train-only needs --keep FILE")
+    if args.load and (args.keep or args.shuffle_bn > 1 or args.device != "cpu"):
+        p.error("--load evaluates a trained model: --keep, --shuffle-bn and --device belong to the run that trained it")
     if args.vflip:
         flip_both_ways()
     patch = "".join(f"-{v}" for v, default in ((args.padding, "zeros"), (args.norm, "batch")) if v != default)
@@ -601,14 +625,24 @@ def main() -> None:
     if args.shuffle_bn > 1:
         row["shuffle_bn"] = args.shuffle_bn
 
-    moco, sec = train_moco(params, data, size, args.steps, args.seed, args.shuffle_bn)
-    if args.keep:
-        export_backbone(args.keep, moco, image_size=size, mean=views.mean, std=views.std)
-    enc, proj = moco.encoder, moco.projector
-    row.update(seed=args.seed, steps=args.steps, seconds=round(sec))
+    if args.load:
+        enc, proj = load_encoder_projector(args.load, method="moco", arch=params.pretrain.arch)
+        row.update({k: v for k, v in loaded_run(args.load, row).items() if k not in row})
+    else:
+        moco, sec = train_moco(params, data, size, args.steps, args.seed, args.shuffle_bn, args.device)
+        row.update(seed=args.seed, steps=args.steps, seconds=round(sec))
+        if args.device != "cpu":
+            row["device"] = args.device
+        if args.keep:
+            run = {k: row[k] for k in RUN_KEYS if k in row}
+            export_backbone(args.keep, moco, image_size=size, mean=views.mean, std=views.std, params=run)
+        if args.train_only:
+            print(f"# trained {args.steps} steps on {args.device} in {sec:.0f} s; exported to {args.keep}", flush=True)
+            return
+        enc, proj = moco.encoder, moco.projector
     row["moco"] = {k: round(v, 1) for k, v in probe(enc, root, 0).items() if k in PROBE_KEYS}
     row["random"] = random_probe(params, root, patch)
-    print(f"# MoCo {row['moco']} in {sec:.0f} s; random init (3 seeds) {row['random']}", flush=True)
+    print(f"# MoCo {row['moco']} in {row['seconds']} s; random init (3 seeds) {row['random']}", flush=True)
     weights = {
         "trained": (enc, proj),
         "random": random_init_like(enc, proj, arch=params.pretrain.arch, stem=params.pretrain.stem, seed=0),

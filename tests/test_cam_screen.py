@@ -1,15 +1,21 @@
-"""benchmarks/cam_screen.py: the optimistic Gaussian null and the table of a rows file."""
+"""benchmarks/cam_screen.py: the optimistic Gaussian null, the table of a rows file, the levers, kept models."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
+from oacl.config import PretrainConfig
+from oacl.io.checkpoint import export_backbone, load_encoder_projector
 from oacl.localization import centered_gaussian, pxap
+from oacl.train.pretrain import build_method
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cam_screen.py"
 spec = importlib.util.spec_from_file_location("cam_screen", SCRIPT)
@@ -95,7 +101,6 @@ def test_cam_side_is_the_layer4_side_times_the_expansion():
 
 
 def test_vflip_lever_flips_views_upside_down_as_often_as_left_right(monkeypatch):
-    import torch
 
     from oacl.augment import views
 
@@ -116,7 +121,6 @@ def test_vflip_lever_flips_views_upside_down_as_often_as_left_right(monkeypatch)
 
 
 def test_circular_padding_makes_the_backbone_shift_with_the_image_and_groupnorm_replaces_batchnorm(monkeypatch):
-    import torch
     from torch import nn
 
     from oacl.models import backbones
@@ -144,7 +148,6 @@ def test_circular_padding_makes_the_backbone_shift_with_the_image_and_groupnorm_
 
 
 def test_norm_lever_normalises_each_image_over_its_groups():
-    import torch
     from torch import nn
 
     torch.manual_seed(0)
@@ -170,7 +173,6 @@ def test_norm_lever_normalises_each_image_over_its_groups():
 
 
 def test_shuffle_bn_normalises_each_sub_batch_on_its_own_and_permutes_the_keys():
-    import torch
     from torch import nn
 
     from oacl.models import moco as moco_module
@@ -221,9 +223,10 @@ def test_every_flag_main_reads_is_parsed():
     args = cam_screen.parser().parse_args(
         "--tag t --variant one-scene --set pretrain.stem=s1 --steps 46 --seed 1 --images 8 --supervised-steps 9 "
         "--supervised-crop-scale 0.8 1 --vflip --keep /tmp/m.pt --also-expand 1 4 --out /tmp/rows.jsonl "
-        "--padding circular --norm group --shuffle-bn 4".split()
+        "--padding circular --norm group --shuffle-bn 4 --device cuda --train-only".split()
     )
     assert args.also_expand == [1, 4] and (args.padding, args.norm) == ("circular", "group")
+    assert args.device == "cuda" and args.train_only and cam_screen.parser().parse_args(["--load", "m.pt"]).load
     assert args.shuffle_bn == 4
     assert args.vflip and args.supervised_crop_scale == [0.8, 1.0] and args.sets == ["pretrain.stem=s1"]
     # the attributes main() reads, by name, all exist on a parse of no flags at all
@@ -233,8 +236,59 @@ def test_every_flag_main_reads_is_parsed():
     assert read <= set(vars(plain)), read - set(vars(plain))
 
 
+def test_the_gpu_checks_calls_parse(monkeypatch):
+    """benchmarks/gpu_check.sh runs on a lent GPU only: its cam_screen.py and bench_pretrain.py flags must exist."""
+    import re
+    import shlex
+
+    text = (SCRIPT.parent / "gpu_check.sh").read_text().replace("\\\n", " ")
+    shell = {"steps": "552", "seed": "0", "workers": "6"}  # the loop's variables; the rest are free text
+
+    def argv(line: str) -> list[str]:
+        words = [w for w in shlex.split(line) if w != "2>&1"]
+        return [re.sub(r"\$(\w+)", lambda m: shell.get(m.group(1), "x"), w) for w in words]
+
+    calls = {m.group(1): argv(m.group(2)) for m in re.finditer(r"python3 benchmarks/(\w+)\.py ([^|]+)\|", text)}
+    assert set(calls) == {"cam_screen", "bench_pretrain"}
+    spec = importlib.util.spec_from_file_location("bench_pretrain", SCRIPT.parent / "bench_pretrain.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_pretrain", bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    args = cam_screen.parser().parse_args(calls["cam_screen"])
+    assert args.train_only and args.device == "cuda" and args.keep and args.steps == 552
+    paper = bench.parser().parse_args(calls["bench_pretrain"])
+    assert (paper.device, paper.arch, paper.stem, paper.size, paper.batch) == ("cuda", "resnet50", "standard", 224, 256)
+    assert set(paper.variants.split(",")) <= set(bench.VARIANTS)
+
+
+def test_a_kept_model_loads_with_its_run_only_on_the_benchmark_and_levers_it_trained_with(tmp_path):
+    cfg = PretrainConfig(arch="resnet18_w32", moco=replace(PretrainConfig().moco, queue_size=16, proj_dim=8))
+    torch.manual_seed(0)
+    moco = build_method("moco", cfg)
+    row = {
+        "tag": "t",
+        "benchmark": "bench-abc",
+        "norm": "group",
+        "seed": 1,
+        "steps": 46,
+        "seconds": 9,
+        "device": "cuda",
+    }
+    run = {k: row[k] for k in cam_screen.RUN_KEYS if k in row}
+    assert set(run) == {"benchmark", "norm", "seed", "steps", "seconds", "device"}
+    path = tmp_path / "m.pt"
+    export_backbone(path, moco, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, params=run)
+    assert cam_screen.loaded_run(path, {"benchmark": "bench-abc", "norm": "group"}) == run
+    enc, proj = load_encoder_projector(path, method="moco")
+    x = torch.randn(2, 3, 32, 32)
+    moco.eval()
+    assert torch.equal(proj(enc(x)), moco.projector(moco.encoder(x)))
+    for other in ({"benchmark": "bench-xyz", "norm": "group"}, {"benchmark": "bench-abc"}):
+        with pytest.raises(SystemExit, match="benchmark|norm"):
+            cam_screen.loaded_run(path, other)
+
+
 def test_channel_sum_upto_layer4_is_the_pipelines_channel_sum_and_layer3_is_finer():
-    import torch
 
     from oacl.cam.contracam import channel_sum_cam, prepare_cam_model
     from oacl.models.backbones import build_backbone
@@ -251,7 +305,6 @@ def test_channel_sum_upto_layer4_is_the_pipelines_channel_sum_and_layer3_is_fine
 
 
 def test_contracam_at_layer4_is_the_pipelines_first_iteration():
-    import torch
 
     from oacl.cam.contracam import contracam_prepared, prepare_cam_model
     from oacl.models.backbones import build_backbone
@@ -315,7 +368,6 @@ def test_frame_table_prints_the_frame_and_cell_diagnostics_where_a_row_has_them(
 
 
 def test_cell_probe_finds_the_class_where_the_activations_carry_it():
-    import torch
     from torch import nn
 
     # a "ResNet" whose layer4 activations are the input itself: 8 x 8 cells of 4 channels
