@@ -6,8 +6,9 @@
 # 1. One pretraining step of MoCo v2 and BYOL at the paper's scale (ResNet-50, 224 px, batch 256) in
 #    fp32, bf16 and bf16 + channels_last (benchmarks/bench_pretrain.py, synthetic batches).
 # 2. The default model (params.yaml) trained by benchmarks/cam_screen.py on the GPU for the default's
-#    552 steps and for 10x and 5x that, exported to $OUT/moco-<tag>.pt; each is evaluated afterwards on
-#    the CPU with `cam_screen.py --load`, so the CPU and GPU models go through one evaluation.
+#    552 steps, for 10x that (model seeds 0 and 1) and 5x, exported to $OUT/moco-<tag>.pt; each is
+#    evaluated afterwards on the CPU with `cam_screen.py --load`, so CPU and GPU models share one
+#    evaluation.
 # Runs stop at SECONDS (default 480) after the start; a run the deadline cuts leaves no file. The
 # machine's python3 needs pycocotools: carry its wheel in .whl/ (the README of the device tool).
 set -u

@@ -101,7 +101,6 @@ def test_cam_side_is_the_layer4_side_times_the_expansion():
 
 
 def test_vflip_lever_flips_views_upside_down_as_often_as_left_right(monkeypatch):
-
     from oacl.augment import views
 
     monkeypatch.setattr(views, "v2", views.v2)  # restored after the test: the lever patches this module
@@ -289,7 +288,6 @@ def test_a_kept_model_loads_with_its_run_only_on_the_benchmark_and_levers_it_tra
 
 
 def test_channel_sum_upto_layer4_is_the_pipelines_channel_sum_and_layer3_is_finer():
-
     from oacl.cam.contracam import channel_sum_cam, prepare_cam_model
     from oacl.models.backbones import build_backbone
 
@@ -305,7 +303,6 @@ def test_channel_sum_upto_layer4_is_the_pipelines_channel_sum_and_layer3_is_fine
 
 
 def test_contracam_at_layer4_is_the_pipelines_first_iteration():
-
     from oacl.cam.contracam import contracam_prepared, prepare_cam_model
     from oacl.models.backbones import build_backbone
 
