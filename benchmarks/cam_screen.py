@@ -80,7 +80,7 @@ from oacl.cam.pipeline import soft_masks  # noqa: E402
 from oacl.config import Params, overlay, parse_section  # noqa: E402
 from oacl.imaging import normalize  # noqa: E402
 from oacl.io.atomic import atomic_path  # noqa: E402
-from oacl.io.checkpoint import export_backbone, load_encoder_projector, read_backbone  # noqa: E402
+from oacl.io.checkpoint import encoder_of, export_backbone, projector_of, read_backbone  # noqa: E402
 from oacl.localization import centered_gaussian, pxap  # noqa: E402
 from oacl.models import backbones  # noqa: E402
 from oacl.models import moco as moco_module  # noqa: E402
@@ -120,13 +120,15 @@ def train_moco(
     return result.model.cpu().eval(), time.perf_counter() - t0
 
 
-def loaded_run(path: Path, row: dict[str, Any]) -> dict[str, Any]:
-    """The run a ``--keep`` file records, after checking that it trained on ``row``'s benchmark and levers."""
-    run = read_backbone(path)["params"]
+def load_kept(path: Path, row: dict[str, Any], arch: str) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+    """(encoder, projector, the run it records) of a ``--keep`` file, read once, after checking that it trained on
+    ``row``'s benchmark and levers."""
+    obj = read_backbone(path, method="moco", arch=arch)
+    run = obj["params"]
     for key in ("benchmark", "norm", "padding"):
         if run.get(key) != row.get(key):
             raise SystemExit(f"--load {path}: trained with {key} {run.get(key)!r}, this run has {row.get(key)!r}")
-    return run
+    return encoder_of(obj, path), projector_of(obj, path), run
 
 
 def _split_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
@@ -626,8 +628,8 @@ def main() -> None:
         row["shuffle_bn"] = args.shuffle_bn
 
     if args.load:
-        enc, proj = load_encoder_projector(args.load, method="moco", arch=params.pretrain.arch)
-        row.update({k: v for k, v in loaded_run(args.load, row).items() if k not in row})
+        enc, proj, run = load_kept(args.load, row, params.pretrain.arch)
+        row.update({k: v for k, v in run.items() if k not in row})
     else:
         moco, sec = train_moco(params, data, size, args.steps, args.seed, args.shuffle_bn, args.device)
         row.update(seed=args.seed, steps=args.steps, seconds=round(sec))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from oacl.config import PretrainConfig
-from oacl.io.checkpoint import export_backbone, load_encoder_projector
+from oacl.io.checkpoint import export_backbone
 from oacl.localization import centered_gaussian, pxap
 from oacl.train.pretrain import build_method
 
@@ -277,14 +277,14 @@ def test_a_kept_model_loads_with_its_run_only_on_the_benchmark_and_levers_it_tra
     assert set(run) == {"benchmark", "norm", "seed", "steps", "seconds", "device"}
     path = tmp_path / "m.pt"
     export_backbone(path, moco, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, params=run)
-    assert cam_screen.loaded_run(path, {"benchmark": "bench-abc", "norm": "group"}) == run
-    enc, proj = load_encoder_projector(path, method="moco")
+    enc, proj, got = cam_screen.load_kept(path, {"benchmark": "bench-abc", "norm": "group"}, "resnet18_w32")
+    assert got == run
     x = torch.randn(2, 3, 32, 32)
     moco.eval()
     assert torch.equal(proj(enc(x)), moco.projector(moco.encoder(x)))
     for other in ({"benchmark": "bench-xyz", "norm": "group"}, {"benchmark": "bench-abc"}):
         with pytest.raises(SystemExit, match="benchmark|norm"):
-            cam_screen.loaded_run(path, other)
+            cam_screen.load_kept(path, other, "resnet18_w32")
 
 
 def test_channel_sum_upto_layer4_is_the_pipelines_channel_sum_and_layer3_is_finer():
