@@ -17,6 +17,20 @@ metrics that its ``dvc.lock`` shows current, and nothing stale::
 The project folder itself is the base seed's run (``dvc repro`` there first). Each copy gets
 ``paired_seeds.json`` with the param and its value, the targets, wall seconds and exit status.
 
+``--models M …`` stands for the targets ``lineval@M shift@M`` of each model, and ``--enable V …``
+switches on, in each copy's ``dvc.yaml`` only, the optional retrain variants that the project's
+``dvc.yaml`` leaves commented out (the oracles ``moco-oacrop_gt`` and ``moco-hardmix_gt``, the
+``hardmix`` / ``mixup`` / ``cutmix`` comparisons): the retrain entry is uncommented and the model is
+added to ``eval_models``. The claims profile — every claim of ``oacl.claims``, oracles included, on
+three paired seeds — is then::
+
+    PYTHONPATH=src python benchmarks/paired_seeds.py --seeds 0 1 2 --root ../claims \
+        --enable moco-oacrop_gt moco-hardmix_gt \
+        --models random moco moco-oacrop moco-bgmix moco-oacrop_gt moco-hardmix_gt \
+                 byol byol-oacrop byol-bgmix
+    PYTHONPATH=src python -m oacl.claims --dirs ../claims/seed0 ../claims/seed1 ../claims/seed2 \
+        --out docs/results/claims.json --md docs/results/claims.md
+
 ``--param`` sets another param instead: a curve against ``pmix`` from one seed's folder (copies
 ``pmix0.2``, ``pmix0.6``, ...), read by ``python -m oacl.exps --dirs … --curve pmix``::
 
@@ -87,6 +101,52 @@ def copy_name(param: str, value: int | float) -> str:
     return f"{param.rsplit('.', 1)[-1]}{value}"
 
 
+def model_targets(models: Sequence[str]) -> list[str]:
+    """The evaluation targets of each model: its linear probe and its shift tests."""
+    return [f"{stage}@{m}" for m in models for stage in ("lineval", "shift")]
+
+
+def offered_variants(lines: Sequence[str]) -> dict[str, list[int]]:
+    """The optional retrain variants of a ``dvc.yaml``: each commented ``# <name>: {method: …}`` line."""
+    offered: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        body = line.lstrip()
+        if body.startswith("# ") and ": {method: " in body:
+            offered.setdefault(body[2:].split(":", 1)[0], []).append(i)
+    return offered
+
+
+def check_variants(dvc_yaml: Path, names: Sequence[str]) -> None:
+    """ValueError naming a variant ``dvc_yaml`` does not offer exactly once (checked before any copy)."""
+    offered = offered_variants(dvc_yaml.read_text().splitlines())
+    for name in names:
+        if len(offered.get(name, ())) != 1:
+            have = ", ".join(sorted(offered)) or "none"
+            raise ValueError(f"{dvc_yaml}: no commented retrain variant {name!r} to enable (offered: {have})")
+
+
+def enable_variants(dvc_yaml: Path, names: Sequence[str]) -> None:
+    """Uncomment the optional retrain variants ``names`` in ``dvc_yaml`` and add each to ``eval_models``.
+
+    Each model goes into ``eval_models`` with the backbone path its retrain stage writes.
+    """
+    check_variants(dvc_yaml, names)
+    lines = dvc_yaml.read_text().splitlines(keepends=True)
+    offered = offered_variants(lines)
+    anchor = next((i for i, line in enumerate(lines) if line.strip() == "- eval_models:"), None)
+    if anchor is None:
+        raise ValueError(f"{dvc_yaml}: no `eval_models` list in its vars")
+    indent = len(lines[anchor + 1]) - len(lines[anchor + 1].lstrip())
+    end = anchor + 1  # past the last entry: the run of lines at the first entry's indent
+    while end < len(lines) and lines[end].strip() and len(lines[end]) - len(lines[end].lstrip()) == indent:
+        end += 1
+    for name in names:
+        i = offered[name][0]
+        lines[i] = lines[i].replace("# ", "", 1)
+    lines[end:end] = [f"{' ' * indent}{n}: {{backbone: artifacts/models/retrain-{n}/backbone.pt}}\n" for n in names]
+    write_text(dvc_yaml, "".join(lines))
+
+
 def _ignore(project: Path, root: Path):
     skip = {project / s for s in SKIP}
 
@@ -129,22 +189,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         required=True,
         help="values of --param to run, one copy each (the project folder is the base value)",
     )
-    p.add_argument("--targets", nargs="+", required=True, help="`dvc repro` targets in each copy")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--targets", nargs="+", help="`dvc repro` targets in each copy")
+    what.add_argument("--models", nargs="+", help="models whose lineval@M and shift@M to run in each copy")
+    p.add_argument(
+        "--enable", nargs="+", default=[], help="optional retrain variants to uncomment in each copy's dvc.yaml"
+    )
     p.add_argument("--root", required=True, help="folder for the copies (seed<N>, pmix<x>, ...: copy_name)")
     p.add_argument("--param", default="pretrain.seed", help="the param to set (dotted key of params.yaml)")
     p.add_argument("--project", default=".", help="the project folder to copy (default: here)")
     args = p.parse_args(argv)
     project, root = Path(args.project).resolve(), Path(args.root)
+    targets = args.targets or model_targets(args.models)
+    try:
+        check_variants(project / "dvc.yaml", args.enable)
+    except ValueError as e:
+        p.error(str(e))
     root.mkdir(parents=True, exist_ok=True)
     status = 0
     for value in args.values:
         dest = root / copy_name(args.param, value)
         copy_project(project, dest, root)
         set_param(dest / "params.yaml", args.param, value)
+        if args.enable:
+            enable_variants(dest / "dvc.yaml", args.enable)
         t0 = time.perf_counter()
-        rc = subprocess.run([sys.executable, "-m", "dvc", "repro", *args.targets], cwd=dest).returncode
+        rc = subprocess.run([sys.executable, "-m", "dvc", "repro", *targets], cwd=dest).returncode
         wall = time.perf_counter() - t0
-        record = {"param": args.param, "value": value, "targets": args.targets, "wall_s": round(wall, 1), "rc": rc}
+        record = {
+            "param": args.param,
+            "value": value,
+            "enabled": args.enable,
+            "targets": targets,
+            "wall_s": round(wall, 1),
+            "rc": rc,
+        }
         write_json(dest / "paired_seeds.json", record)
         print(f"paired_seeds: {args.param} = {value}: `dvc repro` exit {rc} after {wall:.0f} s in {dest}", flush=True)
         status = status or rc

@@ -95,3 +95,80 @@ def test_a_copy_of_a_copy_shares_the_cache_its_project_uses(tmp_path):
     second = tmp_path / "copies" / "seed1"
     paired_seeds.copy_project(first, second, tmp_path / "copies")
     assert paired_seeds.cache_dir(second) == shared.resolve()
+
+
+DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
+
+
+def test_enable_uncomments_the_oracles_and_adds_them_to_eval_models(tmp_path):
+    """On the project's own dvc.yaml: two retrain entries and two eval models more, nothing else changed."""
+    f = tmp_path / "dvc.yaml"
+    shutil.copy(DVC_YAML, f)
+    before = yaml.safe_load(f.read_text())
+    paired_seeds.enable_variants(f, ["moco-oacrop_gt", "moco-hardmix_gt"])
+    after = yaml.safe_load(f.read_text())
+    retrain = after["stages"]["retrain"]["foreach"]
+    assert set(retrain) - set(before["stages"]["retrain"]["foreach"]) == {"moco-oacrop_gt", "moco-hardmix_gt"}
+    assert retrain["moco-oacrop_gt"] == {
+        "method": "moco",
+        "debias": "oacrop_gt",
+        "extra": "retrain.oacrop_gt",
+        "cam_multi": "stages/retrain.py",
+        "cam_single": "stages/retrain.py",
+    }
+    models = after["vars"][0]["eval_models"]
+    assert list(models)[-2:] == ["moco-oacrop_gt", "moco-hardmix_gt"]
+    assert models["moco-hardmix_gt"] == {"backbone": "artifacts/models/retrain-moco-hardmix_gt/backbone.pt"}
+    for doc in (before, after):
+        del doc["stages"]["retrain"]["foreach"]
+        del doc["vars"][0]["eval_models"]
+    assert after == before
+
+
+def test_enable_refuses_a_variant_not_offered_and_writes_nothing(tmp_path):
+    f = tmp_path / "dvc.yaml"
+    shutil.copy(DVC_YAML, f)
+    text = f.read_text()
+    for name in ("moco-oacrop", "moco-oacrop-gt"):  # enabled already; a typo
+        with pytest.raises(ValueError, match=f"no commented retrain variant '{name}'.*moco-hardmix_gt"):
+            paired_seeds.enable_variants(f, ["moco-hardmix_gt", name])
+        assert f.read_text() == text
+
+
+def test_models_stand_for_their_probe_and_shift_targets():
+    assert paired_seeds.model_targets(["random", "moco-bgmix"]) == [
+        "lineval@random",
+        "shift@random",
+        "lineval@moco-bgmix",
+        "shift@moco-bgmix",
+    ]
+
+
+def test_dvc_reads_the_enabled_variants_as_stages(tmp_path):
+    shutil.copy(DVC_YAML, tmp_path / "dvc.yaml")
+    shutil.copy(DVC_YAML.parent / "params.yaml", tmp_path / "params.yaml")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    paired_seeds.enable_variants(tmp_path / "dvc.yaml", ["moco-hardmix_gt"])
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stages = set(out.stdout.split())
+    assert {"retrain@moco-hardmix_gt", "lineval@moco-hardmix_gt", "shift@moco-hardmix_gt"} <= stages
+    assert "retrain@moco-oacrop_gt" not in stages and "lineval@moco-oacrop_gt" not in stages
+
+
+def test_a_variant_not_offered_stops_the_run_before_any_copy(tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(DVC_YAML, project / "dvc.yaml")
+    root = tmp_path / "copies"
+    argv = ["--seeds", "1", "--root", str(root), "--project", str(project), "--models", "moco", "--enable", "moco-gt"]
+    with pytest.raises(SystemExit) as stop:
+        paired_seeds.main(argv)
+    assert stop.value.code == 2
+    assert "no commented retrain variant 'moco-gt'" in capsys.readouterr().err
+    assert not root.exists()
