@@ -41,9 +41,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired_seeds import number, set_param  # noqa: E402
 
-from oacl.claims import by_seed, paired_claims, to_json, to_markdown  # noqa: E402
+from oacl.claims import by_seed, judge  # noqa: E402
 from oacl.exps import Column  # noqa: E402
-from oacl.io.atomic import write_json, write_text  # noqa: E402
 
 # the only params a retest may change: test-split sizes, which no model was trained or validated on
 TEST_KEYS = ("data.benchmark.multi.test", "data.benchmark.single.test", "data.benchmark.shift.test")
@@ -178,13 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     runs = by_seed([retest_column(Path(d), args.name) for d in args.dirs])
     command = "PYTHONPATH=src python benchmarks/retest.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = to_json(runs, paired_claims(list(runs.values())), command, wall_s=wall)
-    text = to_markdown(doc, list(runs.values()))
-    if args.out:
-        write_json(args.out, doc)
-    if args.md:
-        write_text(args.md, text)
-    print(text, end="")
+    print(judge(runs, command, wall, args.out, args.md), end="")
     return 0
 
 

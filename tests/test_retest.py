@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,22 @@ def test_a_second_seed_shares_the_larger_benchmark_of_the_first(tmp_path):
 
 def test_the_probe_and_shift_tests_run_on_the_larger_splits(tmp_path):
     folder = project(tmp_path / "seed0", 0)
-    retest.retest([folder], "big", {"data.benchmark.single.test": 32, "data.benchmark.multi.test": 16}, ["random"])
+    sets = ["data.benchmark.single.test=32", "data.benchmark.multi.test=16"]
+    argv = [
+        "--dirs",
+        str(folder),
+        "--set",
+        *sets,
+        "--name",
+        "big",
+        "--models",
+        "random",
+        "--out",
+        str(tmp_path / "c.json"),
+    ]
+    assert retest.main(argv) == 0
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["seeds"] == [0] and doc["command"].startswith("PYTHONPATH=src python benchmarks/retest.py --dirs")
     col = retest.retest_column(folder, "big")
     assert col.params["pretrain.seed"] == 0 and col.params["data.benchmark.single.test"] == 32
     assert col.metrics["lineval-random.json:original.test_images"] == 32

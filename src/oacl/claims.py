@@ -35,7 +35,7 @@ from typing import Any
 
 from oacl.exps import Column, columns, distinct, headline_keys, load_shown, workspace
 
-__all__ = ["PairedClaim", "by_seed", "paired_claims", "model_table", "to_json", "to_markdown", "main"]
+__all__ = ["PairedClaim", "by_seed", "paired_claims", "model_table", "to_json", "to_markdown", "judge", "main"]
 
 METHODS = ("moco", "byol")
 DEBIASED = ("oacrop", "oacrop_gt", "bgmix", "hardmix", "hardmix_gt")
@@ -322,10 +322,24 @@ def to_markdown(doc: Mapping[str, Any], runs: Sequence[Column] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def judge(
+    runs: Mapping[int, Column], command: str, wall_s: float | None = None, out: str | None = None, md: str | None = None
+) -> str:
+    """The claims on ``runs`` (one per seed): the JSON written to ``out``, the Markdown to ``md`` (when
+    given); returns the Markdown."""
+    from oacl.io.atomic import write_json, write_text
+
+    doc = to_json(runs, paired_claims(list(runs.values())), command, wall_s=wall_s)
+    text = to_markdown(doc, list(runs.values()))
+    if out:
+        write_json(out, doc)
+    if md:
+        write_text(md, text)
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
-
-    from oacl.io.atomic import write_json, write_text
 
     p = argparse.ArgumentParser(prog="python -m oacl.claims", description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="source", help="a file with `dvc exp show --json` output (default: run it)")
@@ -359,14 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs:
         print("oacl.claims: no run with metrics (in `dvc exp show`, or in the --dirs folders)", file=sys.stderr)
         return 2
-    claims = paired_claims(list(runs.values()))
-    doc = to_json(runs, claims, args.command or f"seeds over {args.seed_param}", wall_s=args.wall_s)
-    text = to_markdown(doc, list(runs.values()))
-    if args.out:
-        write_json(args.out, doc)
-    if args.md:
-        write_text(args.md, text)
-    print(text, end="")
+    print(judge(runs, args.command or f"seeds over {args.seed_param}", args.wall_s, args.out, args.md), end="")
     return 0
 
 
