@@ -12,8 +12,10 @@ training anything again. For each folder (one per seed, as ``benchmarks/paired_s
    benchmark params links to it), after which every file a model was trained or validated on
    (:data:`FIXED`) must be byte-identical to the folder's own ``data/`` — else it stops, naming it;
 3. ``stages/lineval.py`` and ``stages/shift.py`` of each model, with the new params, into
-   ``out/<name>/`` (a model whose two metrics files are there already is skipped: delete them to
-   rerun). Outside DVC: a measurement on the kept models, not a stage of the pipeline.
+   ``out/<name>/``, then a stamp of what they were made from (the md5 of the model's weights and of
+   the params file): a model whose stamp and metrics are there is skipped, one retrained since (or
+   a copy's stale ``out/``) is tested again. Outside DVC: a measurement on the kept models, not a
+   stage of the pipeline.
 
 Then the claims of ``oacl.claims`` on the new metrics, one column per folder::
 
@@ -26,6 +28,7 @@ Then the claims of ``oacl.claims`` on the new metrics, one column per folder::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +46,7 @@ from paired_seeds import number, set_param  # noqa: E402
 
 from oacl.claims import by_seed, judge  # noqa: E402
 from oacl.exps import Column  # noqa: E402
+from oacl.io.atomic import write_json  # noqa: E402
 
 # the only params a retest may change: test-split sizes, which no model was trained or validated on
 TEST_KEYS = ("data.benchmark.multi.test", "data.benchmark.single.test", "data.benchmark.shift.test")
@@ -105,6 +109,23 @@ def unequal_fixed(old: Path, new: Path) -> list[str]:
     return bad
 
 
+def backbone_file(folder: Path, model: str) -> Path | None:
+    """The file a model's weights come from, as the eval stages read it (None: the random-init control)."""
+    if model == "random":
+        return None
+    kind = "retrain" if "-" in model else "pretrain"  # moco, byol; <method>-<debias>
+    return folder / "artifacts" / "models" / f"{kind}-{model}" / "backbone.pt"
+
+
+def stamp(folder: Path, name: str, model: str) -> dict[str, str]:
+    """What a model's retest is made from: the md5 of its weights (``random``: none) and of the params."""
+    weights = backbone_file(folder, model)
+    if weights is not None and not weights.is_file():
+        raise RuntimeError(f"{folder}: no {weights.relative_to(folder)} for model {model!r} (run its stages first)")
+    digest = hashlib.md5(weights.read_bytes()).hexdigest() if weights else "random"
+    return {"backbone": digest, "params": hashlib.md5((folder / f"params-{name}.yaml").read_bytes()).hexdigest()}
+
+
 def stage(folder: Path, script: str, args: Sequence[str]) -> None:
     env = dict(os.environ, PYTHONPATH="src")
     cmd = [sys.executable, f"stages/{script}", *args]
@@ -148,10 +169,15 @@ def retest(folders: Sequence[Path], name: str, sets: Mapping[str, int | float], 
             raise RuntimeError(f"{new} differs from {old} in {', '.join(bad)}: not the data the models saw")
         out = folder / "out" / name
         for model in models:
-            if all((out / "metrics" / f"{s}-{model}.json").is_file() for s in ("lineval", "shift")):
+            made = stamp(folder, name, model)
+            mark = out / "stamps" / f"{model}.json"
+            have = all((out / "metrics" / f"{s}-{model}.json").is_file() for s in ("lineval", "shift"))
+            if have and mark.is_file() and json.loads(mark.read_text()) == made:
                 continue
+            mark.unlink(missing_ok=True)
             for script in ("lineval.py", "shift.py"):
                 stage(folder, script, ["--model", model, "--params", params.name, "--out-dir", f"out/{name}"])
+            write_json(mark, made)
         print(f"retest: {folder} done", flush=True)
 
 

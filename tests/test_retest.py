@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -94,6 +95,22 @@ def test_the_probe_and_shift_tests_run_on_the_larger_splits(tmp_path):
     stamp = (folder / "out" / "big" / "metrics" / "shift-random.json").stat().st_mtime_ns
     retest.retest([folder], "big", {"data.benchmark.single.test": 32, "data.benchmark.multi.test": 16}, ["random"])
     assert (folder / "out" / "big" / "metrics" / "shift-random.json").stat().st_mtime_ns == stamp  # done: skipped
+
+
+def test_a_model_retrained_since_its_retest_is_tested_again(tmp_path):
+    folder = project(tmp_path / "seed0", 0)
+    weights = folder / "artifacts" / "models" / "retrain-moco-bgmix" / "backbone.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"pmix 0.4")
+    retest.write_params(folder, "big", {})
+    made = retest.stamp(folder, "big", "moco-bgmix")
+    assert made["backbone"] == hashlib.md5(b"pmix 0.4").hexdigest()
+    weights.write_bytes(b"pmix 0")  # a copy retrained with another pmix: its old out/ must not count
+    assert retest.stamp(folder, "big", "moco-bgmix") != made
+    assert retest.stamp(folder, "big", "random")["backbone"] == "random"
+    assert retest.backbone_file(folder, "byol") == folder / "artifacts" / "models" / "pretrain-byol" / "backbone.pt"
+    with pytest.raises(RuntimeError, match="no artifacts/models/pretrain-moco/backbone.pt for model 'moco'"):
+        retest.stamp(folder, "big", "moco")
 
 
 def test_a_folder_whose_data_is_another_benchmark_is_refused(tmp_path):
