@@ -1,7 +1,7 @@
 """The models of paired-seed folders tested again on larger test splits, and the claims judged there.
 
 Issue 18, item 2. The claims read small test splits (900 images per Background Challenge variant,
-~1,400 object crops): one accuracy's binomial s.e. is 1.3–1.7 points, the size of the effects. Test
+~1,400 object crops): one accuracy's binomial s.e. is 1.2–1.7 points, the size of the effects. Test
 images are cheap, and the benchmark's sets do not depend on each other's sizes (one generator per
 set, ``oacl.data.benchmark``), so the models a folder trained can be tested on more images without
 training anything again. For each folder (one per seed, as ``benchmarks/paired_seeds.py`` makes):
