@@ -46,10 +46,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from oacl.io.atomic import write_json, write_text
+from oacl.vocab import variant_backbone_path
 
 # not copied: the shared cache, DVC's scratch space, environments, tool caches, and the project's own
 # record if it is itself a copy (a copy's record is written when its run ends; until then it has none)
@@ -116,9 +117,11 @@ def offered_variants(lines: Sequence[str]) -> dict[str, list[int]]:
     return offered
 
 
-def check_variants(dvc_yaml: Path, names: Sequence[str]) -> None:
-    """ValueError naming a variant ``dvc_yaml`` does not offer exactly once (checked before any copy)."""
-    offered = offered_variants(dvc_yaml.read_text().splitlines())
+def check_variants(dvc_yaml: Path, names: Sequence[str], offered: Mapping[str, list[int]] | None = None) -> None:
+    """ValueError naming a variant ``dvc_yaml`` does not offer exactly once (``offered``: its variants,
+    when already read)."""
+    if offered is None:
+        offered = offered_variants(dvc_yaml.read_text().splitlines())
     for name in names:
         if len(offered.get(name, ())) != 1:
             have = ", ".join(sorted(offered)) or "none"
@@ -130,9 +133,9 @@ def enable_variants(dvc_yaml: Path, names: Sequence[str]) -> None:
 
     Each model goes into ``eval_models`` with the backbone path its retrain stage writes.
     """
-    check_variants(dvc_yaml, names)
     lines = dvc_yaml.read_text().splitlines(keepends=True)
     offered = offered_variants(lines)
+    check_variants(dvc_yaml, names, offered)
     anchor = next((i for i, line in enumerate(lines) if line.strip() == "- eval_models:"), None)
     if anchor is None:
         raise ValueError(f"{dvc_yaml}: no `eval_models` list in its vars")
@@ -143,7 +146,7 @@ def enable_variants(dvc_yaml: Path, names: Sequence[str]) -> None:
     for name in names:
         i = offered[name][0]
         lines[i] = lines[i].replace("# ", "", 1)
-    lines[end:end] = [f"{' ' * indent}{n}: {{backbone: artifacts/models/retrain-{n}/backbone.pt}}\n" for n in names]
+    lines[end:end] = [f"{' ' * indent}{n}: {{backbone: {variant_backbone_path(n)}}}\n" for n in names]
     write_text(dvc_yaml, "".join(lines))
 
 

@@ -45,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paired_seeds import number, set_param  # noqa: E402
 
 from oacl.claims import by_seed, judge  # noqa: E402
-from oacl.exps import Column  # noqa: E402
+from oacl.exps import Column, flatten  # noqa: E402
 from oacl.io.atomic import write_json  # noqa: E402
+from oacl.vocab import variant_backbone_path  # noqa: E402
 
 # the only params a retest may change: test-split sizes, which no model was trained or validated on
 TEST_KEYS = ("data.benchmark.multi.test", "data.benchmark.single.test", "data.benchmark.shift.test")
@@ -59,16 +60,6 @@ FIXED = (
     "single/train.h5",
     "single/val.h5",
 )
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping's leaves keyed by dotted path (``data.root``, ``crops.top1``), as oacl.exps keys them."""
-    if not isinstance(tree, Mapping):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, int | float]:
@@ -109,17 +100,9 @@ def unequal_fixed(old: Path, new: Path) -> list[str]:
     return bad
 
 
-def backbone_file(folder: Path, model: str) -> Path | None:
-    """The file a model's weights come from, as the eval stages read it (None: the random-init control)."""
-    if model == "random":
-        return None
-    kind = "retrain" if "-" in model else "pretrain"  # moco, byol; <method>-<debias>
-    return folder / "artifacts" / "models" / f"{kind}-{model}" / "backbone.pt"
-
-
 def stamp(folder: Path, name: str, model: str) -> dict[str, str]:
     """What a model's retest is made from: the md5 of its weights (``random``: none) and of the params."""
-    weights = backbone_file(folder, model)
+    weights = variant_backbone_path(model, folder / "artifacts" / "models")
     if weights is not None and not weights.is_file():
         raise RuntimeError(f"{folder}: no {weights.relative_to(folder)} for model {model!r} (run its stages first)")
     digest = hashlib.md5(weights.read_bytes()).hexdigest() if weights else "random"
@@ -135,10 +118,10 @@ def stage(folder: Path, script: str, args: Sequence[str]) -> None:
 
 def retest_column(folder: Path, name: str) -> Column:
     """A folder's retest as one column: the new params and every metrics file in ``out/<name>``."""
-    params = flatten(yaml.safe_load((folder / f"params-{name}.yaml").read_text()))
+    params = dict(flatten(yaml.safe_load((folder / f"params-{name}.yaml").read_text())))
     metrics: dict[str, Any] = {}
     for file in sorted((folder / "out" / name / "metrics").glob("*.json")):
-        metrics.update({f"{file.name}:{k}": v for k, v in flatten(json.loads(file.read_text())).items()})
+        metrics.update({f"{file.name}:{k}": v for k, v in flatten(json.loads(file.read_text()))})
     return Column(str(folder), params, metrics)
 
 

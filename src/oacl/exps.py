@@ -59,10 +59,11 @@ class Column:
     metrics: Mapping[str, Any]
 
 
-def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """A nested mapping's leaves as (dotted key, value): ``crops.top1``, ``pretrain.seed``."""
     if isinstance(tree, Mapping):
         for key, value in tree.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+            yield from flatten(value, f"{prefix}.{key}" if prefix else str(key))
     else:
         yield prefix, tree
 
@@ -73,11 +74,11 @@ def _column(state: Mapping[str, Any], label: str) -> Column | None:
         return None
     params = {}
     for source in (data.get("params") or {}).values():
-        params.update(_flatten((source or {}).get("data") or {}))
+        params.update(flatten((source or {}).get("data") or {}))
     metrics = {}
     for path, source in (data.get("metrics") or {}).items():
         tree = (source or {}).get("data") or {}
-        metrics.update({f"{path.rsplit('/', 1)[-1]}:{k}": v for k, v in _flatten(tree, "")})
+        metrics.update({f"{path.rsplit('/', 1)[-1]}:{k}": v for k, v in flatten(tree, "")})
     return Column(label, params, metrics)
 
 
@@ -320,7 +321,7 @@ def workspace(path: str, metrics_dir: str = "artifacts/metrics") -> Column:
                 return file.is_file() and _md5(file.read_bytes()) == dep.get("md5") and current(stage)
         return True  # a source file or a param file: not made by a stage
 
-    params = dict(_flatten(param_file("params.yaml") or {}))
+    params = dict(flatten(param_file("params.yaml") or {}))
     metrics: dict[str, Any] = {}
     prefix = metrics_dir.rstrip("/") + "/"
     for out, (stage, md5) in sorted(producer.items()):
@@ -329,7 +330,7 @@ def workspace(path: str, metrics_dir: str = "artifacts/metrics") -> Column:
             continue
         data = file.read_bytes()
         if _md5(data) == md5 and current(stage):
-            metrics.update({f"{file.name}:{k}": v for k, v in _flatten(json.loads(data))})
+            metrics.update({f"{file.name}:{k}": v for k, v in flatten(json.loads(data))})
     return Column(str(path), params, metrics)
 
 
