@@ -21,15 +21,17 @@ The project folder itself is the base seed's run (``dvc repro`` there first). Ea
 switches on, in each copy's ``dvc.yaml`` only, the optional retrain variants that the project's
 ``dvc.yaml`` leaves commented out (the oracles ``moco-oacrop_gt`` and ``moco-hardmix_gt``, the
 ``hardmix`` / ``mixup`` / ``cutmix`` comparisons): the retrain entry is uncommented and the model is
-added to ``eval_models``. The claims profile — every claim of ``oacl.claims``, oracles included, on
-three paired seeds — is then::
+added to ``eval_models``. ``--overlay F`` sets every key of the params overlay ``F`` in each copy's
+``params.yaml`` (comments kept; checked against ``oacl.config`` before any copy is made), and
+``--claims J --claims-md M``, once every seed's run has succeeded, judges the claims on the copies as
+``python -m oacl.claims --dirs`` does. The claims profile — every claim of ``oacl.claims``, oracles
+included, on three paired seeds, on the test splits of ``params.claims.yaml`` — is then one command::
 
-    PYTHONPATH=src python benchmarks/paired_seeds.py --seeds 0 1 2 --root ../claims \
-        --enable moco-oacrop_gt moco-hardmix_gt \
-        --models random moco moco-oacrop moco-bgmix moco-oacrop_gt moco-hardmix_gt \
-                 byol byol-oacrop byol-bgmix
-    PYTHONPATH=src python -m oacl.claims --dirs ../claims/seed0 ../claims/seed1 ../claims/seed2 \
-        --out docs/results/claims.json --md docs/results/claims.md
+    PYTHONPATH=src python benchmarks/paired_seeds.py --seeds 0 1 2 --root ../claims \\
+        --overlay params.claims.yaml --enable moco-oacrop_gt moco-hardmix_gt \\
+        --models random moco moco-oacrop moco-bgmix moco-oacrop_gt moco-hardmix_gt \\
+                 byol byol-oacrop byol-bgmix \\
+        --claims docs/results/claims.json --claims-md docs/results/claims.md
 
 ``--param`` sets another param instead: a curve against ``pmix`` from one seed's folder (copies
 ``pmix0.2``, ``pmix0.6``, ...), read by ``python -m oacl.exps --dirs … --curve pmix``::
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shlex
 import shutil
 import subprocess
 import sys
@@ -87,6 +90,45 @@ def set_param(params_file: Path, key: str, value: object) -> None:
     text = io.StringIO()
     rt.dump(doc, text)
     write_text(params_file, text.getvalue())
+
+
+def _has(tree: object, key: str) -> bool:
+    for part in key.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+def overlay_leaves(params_file: Path, overlay_file: Path, param: str) -> list[tuple[str, object]]:
+    """The values an overlay (``params.claims.yaml``) sets, as (dotted key, value), checked before any copy.
+
+    ValueError names an overlay that is not a mapping, a key ``params_file`` lacks, an overlay that sets
+    ``param`` itself (each copy sets its own value), or a value ``oacl.config`` refuses once merged.
+    """
+    import yaml
+
+    from oacl.config import ConfigError, Params, overlay, parse_section
+    from oacl.exps import flatten
+
+    base = yaml.safe_load(params_file.read_text())
+    try:
+        extra = yaml.safe_load(overlay_file.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{overlay_file}: cannot read it as YAML ({err})") from None
+    if not isinstance(extra, dict) or not extra:
+        raise ValueError(f"{overlay_file}: not a mapping of params to change")
+    leaves = list(flatten(extra))
+    for key, _ in leaves:
+        if key == param or key.startswith(f"{param}.") or param.startswith(f"{key}."):
+            raise ValueError(f"{overlay_file}: sets {key!r}, the param each copy sets to its own value")
+        if not _has(base, key):
+            raise ValueError(f"{overlay_file}: {params_file} has no {key!r}")
+    try:
+        parse_section(Params, overlay(base, extra))
+    except ConfigError as err:
+        raise ValueError(f"{overlay_file}: {err}") from None
+    return leaves
 
 
 def number(text: str) -> int | float:
@@ -201,18 +243,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", required=True, help="folder for the copies (seed<N>, pmix<x>, ...: copy_name)")
     p.add_argument("--param", default="pretrain.seed", help="the param to set (dotted key of params.yaml)")
     p.add_argument("--project", default=".", help="the project folder to copy (default: here)")
+    p.add_argument(
+        "--overlay", type=Path, help="a params overlay (e.g. params.claims.yaml) set in each copy's params.yaml"
+    )
+    p.add_argument("--claims", metavar="JSON", help="when every run succeeded, judge the claims on the copies here")
+    p.add_argument("--claims-md", metavar="MD", help="... and write their Markdown table here")
     args = p.parse_args(argv)
     project, root = Path(args.project).resolve(), Path(args.root)
     targets = args.targets or model_targets(args.models)
+    judging = bool(args.claims or args.claims_md)
+    if judging and args.param != "pretrain.seed":
+        p.error("--claims judges paired training seeds: it takes --seeds, not another --param")
     try:
         check_variants(project / "dvc.yaml", args.enable)
+        leaves = overlay_leaves(project / "params.yaml", args.overlay, args.param) if args.overlay else []
     except ValueError as e:
         p.error(str(e))
     root.mkdir(parents=True, exist_ok=True)
     status = 0
+    dests = []
+    t_start = time.perf_counter()
     for value in args.values:
         dest = root / copy_name(args.param, value)
         copy_project(project, dest, root)
+        dests.append(dest)
+        for key, setting in leaves:
+            set_param(dest / "params.yaml", key, setting)
         set_param(dest / "params.yaml", args.param, value)
         if args.enable:
             enable_variants(dest / "dvc.yaml", args.enable)
@@ -222,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = {
             "param": args.param,
             "value": value,
+            "overlay": str(args.overlay) if args.overlay else None,
             "enabled": args.enable,
             "targets": targets,
             "wall_s": round(wall, 1),
@@ -230,7 +287,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(dest / "paired_seeds.json", record)
         print(f"paired_seeds: {args.param} = {value}: `dvc repro` exit {rc} after {wall:.0f} s in {dest}", flush=True)
         status = status or rc
-    return status
+    if not judging:
+        return status
+    if status:
+        print("paired_seeds: a run failed; the claims are not judged", file=sys.stderr)
+        return status
+    from oacl.claims import by_seed, judge
+    from oacl.exps import workspace
+
+    wall = time.perf_counter() - t_start
+    command = shlex.join(["python", "benchmarks/paired_seeds.py", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        runs = by_seed([workspace(str(d)) for d in dests])
+    except ValueError as err:
+        print(f"paired_seeds: {err}", file=sys.stderr)
+        return 2
+    print(judge(runs, command, wall_s=round(wall, 1), out=args.claims, md=args.claims_md), end="")
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -172,3 +173,104 @@ def test_a_variant_not_offered_stops_the_run_before_any_copy(tmp_path, capsys):
     assert stop.value.code == 2
     assert "no commented retrain variant 'moco-gt'" in capsys.readouterr().err
     assert not root.exists()
+
+
+MAKE_METRICS = """\
+import json, pathlib, sys
+import yaml
+p = yaml.safe_load(open("params.yaml"))
+seed, test = p["pretrain"]["seed"], p["data"]["benchmark"]["single"]["test"]
+top1 = {"random": 30.0, "moco": 50.0 + seed, "moco-oacrop": 52.0 + 1.5 * seed}[sys.argv[1]]
+out = pathlib.Path(f"artifacts/metrics/lineval-{sys.argv[1]}.json")
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text(json.dumps({"crops": {"top1": top1, "test_images": test}}))
+"""
+
+
+def _probe_project(root: Path) -> Path:
+    """A DVC project with the real params.yaml whose `lineval@M` writes a crops top-1 known per seed."""
+    project = root / "project"
+    project.mkdir()
+    shutil.copy(DVC_YAML.parent / "params.yaml", project / "params.yaml")
+    (project / "make.py").write_text(MAKE_METRICS)
+    (project / "dvc.yaml").write_text(
+        "stages:\n  lineval:\n    foreach: [random, moco, moco-oacrop]\n    do:\n"
+        f"      cmd: {sys.executable} make.py ${{item}}\n      deps: [make.py]\n"
+        "      params: [pretrain.seed, data.benchmark.single.test]\n"
+        "      metrics:\n        - artifacts/metrics/lineval-${item}.json: {cache: false}\n"
+    )
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project, check=True)
+    return project
+
+
+def test_the_profile_in_one_command_overlay_seeds_and_claims(tmp_path):
+    """The overlay lands in every copy (comments kept), each seed runs, and the claims come out of the copies:
+    OA-Crop − vanilla is 2.0 / 2.5 / 3.0 on seeds 0 / 1 / 2, so +2.5 with s.e. 0.29 — it holds."""
+    project = _probe_project(tmp_path)
+    overlay = tmp_path / "params.claims.yaml"
+    overlay.write_text("data:\n  benchmark:\n    single: {test: 4000}\n")
+    root, out, md = tmp_path / "copies", tmp_path / "claims.json", tmp_path / "claims.md"
+    argv = ["--seeds", "0", "1", "2", "--root", str(root), "--project", str(project), "--overlay", str(overlay)]
+    argv += ["--targets", "lineval@random", "lineval@moco", "lineval@moco-oacrop", "--claims", str(out)]
+    assert paired_seeds.main([*argv, "--claims-md", str(md)]) == 0
+    for seed in (0, 1, 2):
+        params = (root / f"seed{seed}" / "params.yaml").read_text()
+        assert "      test: 4000          # per Background Challenge variant" in params
+        assert yaml.safe_load(params)["pretrain"]["seed"] == seed
+        metrics = json.loads((root / f"seed{seed}" / "artifacts/metrics/lineval-moco.json").read_text())
+        assert metrics == {"crops": {"top1": 50.0 + seed, "test_images": 4000}}
+    doc = json.loads(out.read_text())
+    assert doc["seeds"] == [0, 1, 2] and doc["wall_s"] > 0 and "--overlay" in doc["command"]
+    claims = {c["text"]: c for c in doc["claims"]}
+    oacrop = claims["OA-Crop (ContraCAM boxes) improves the object-crop probe (moco)"]
+    assert oacrop["verdict"] == "holds"
+    assert "mean +2.5, s.e. 0.3, n = 3 (per seed +2.0 / +2.5 / +3.0)" in oacrop["measured"]
+    above = claims["moco-oacrop is above the random-init control on object crops"]
+    assert above["verdict"] == "holds" and "mean +23.5" in above["measured"]
+    assert "| OA-Crop (ContraCAM boxes) improves the object-crop probe (moco) |" in md.read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("pretrain: {seed: 3}\n", "sets 'pretrain.seed', the param each copy sets"),
+        ("data: {benchmark: {single: {tset: 3}}}\n", "has no 'data.benchmark.single.tset'"),
+        ("pmix: 1.5\n", "'pmix' = 1.5 is out of range"),
+        ("- pmix\n", "not a mapping of params"),
+    ],
+)
+def test_a_bad_overlay_stops_the_run_before_any_copy(tmp_path, capsys, text, message):
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(DVC_YAML, project / "dvc.yaml")
+    shutil.copy(DVC_YAML.parent / "params.yaml", project / "params.yaml")
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(text)
+    root = tmp_path / "copies"
+    argv = ["--seeds", "1", "--root", str(root), "--project", str(project), "--models", "moco"]
+    with pytest.raises(SystemExit) as stop:
+        paired_seeds.main([*argv, "--overlay", str(overlay)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "overlay.yaml" in err
+    assert not root.exists()
+
+
+def test_the_claims_overlay_changes_test_splits_and_detection_only():
+    """params.claims.yaml: valid against params.yaml, and nothing a training stage reads."""
+    leaves = paired_seeds.overlay_leaves(
+        DVC_YAML.parent / "params.yaml", DVC_YAML.parent / "params.claims.yaml", "pretrain.seed"
+    )
+    assert dict(leaves) == {
+        "data.benchmark.multi.test": 2400,
+        "data.benchmark.single.test": 4000,
+        "detect.steps": 400,
+        "detect.lr": 0.03,
+    }
+
+
+def test_claims_need_paired_training_seeds(tmp_path, capsys):
+    argv = ["--param", "pmix", "--values", "0", "--root", str(tmp_path / "c"), "--models", "moco"]
+    with pytest.raises(SystemExit):
+        paired_seeds.main([*argv, "--claims", str(tmp_path / "claims.json")])
+    assert "--claims judges paired training seeds" in capsys.readouterr().err
