@@ -257,7 +257,7 @@ def test_a_bad_overlay_stops_the_run_before_any_copy(tmp_path, capsys, text, mes
 
 
 def test_the_claims_overlay_changes_test_splits_and_detection_only():
-    """params.claims.yaml: valid against params.yaml, and nothing a training stage reads."""
+    """params.claims.yaml: valid against params.yaml; test-split sizes and detection only, no training param."""
     leaves = paired_seeds.overlay_leaves(
         DVC_YAML.parent / "params.yaml", DVC_YAML.parent / "params.claims.yaml", "pretrain.seed"
     )
