@@ -92,14 +92,6 @@ def set_param(params_file: Path, key: str, value: object) -> None:
     write_text(params_file, text.getvalue())
 
 
-def _has(tree: object, key: str) -> bool:
-    for part in key.split("."):
-        if not isinstance(tree, Mapping) or part not in tree:
-            return False
-        tree = tree[part]
-    return True
-
-
 def overlay_leaves(params_file: Path, overlay_file: Path, param: str) -> list[tuple[str, object]]:
     """The values an overlay (``params.claims.yaml``) sets, as (dotted key, value), checked before any copy.
 
@@ -109,7 +101,7 @@ def overlay_leaves(params_file: Path, overlay_file: Path, param: str) -> list[tu
     import yaml
 
     from oacl.config import ConfigError, Params, overlay, parse_section
-    from oacl.exps import flatten
+    from oacl.exps import MISSING, flatten, lookup
 
     base = yaml.safe_load(params_file.read_text())
     try:
@@ -122,7 +114,7 @@ def overlay_leaves(params_file: Path, overlay_file: Path, param: str) -> list[tu
     for key, _ in leaves:
         if key == param or key.startswith(f"{param}.") or param.startswith(f"{key}."):
             raise ValueError(f"{overlay_file}: sets {key!r}, the param each copy sets to its own value")
-        if not _has(base, key):
+        if lookup(base, key) is MISSING:
             raise ValueError(f"{overlay_file}: {params_file} has no {key!r}")
     try:
         parse_section(Params, overlay(base, extra))

@@ -242,7 +242,7 @@ def plot_curve(lines: Mapping[str, Sequence[Point]], param: str, path: str) -> N
     save_png(fig, path)
 
 
-_MISSING = object()
+MISSING = object()  # what `lookup` returns for a key the tree lacks
 
 
 def _as_text(value: Any) -> Any:
@@ -255,10 +255,11 @@ def _as_text(value: Any) -> Any:
     return str(value)
 
 
-def _lookup(tree: Any, dotted: str) -> Any:
+def lookup(tree: Any, dotted: str) -> Any:
+    """The value at the dotted key of a nested mapping (``pretrain.seed``), or :data:`MISSING`."""
     for part in dotted.split("."):
         if not isinstance(tree, Mapping) or part not in tree:
-            return _MISSING
+            return MISSING
         tree = tree[part]
     return tree
 
@@ -304,7 +305,7 @@ def workspace(path: str, metrics_dir: str = "artifacts/metrics") -> Column:
             memo[stage] = False  # a cycle is not a valid lock
             entry = stages[stage]
             memo[stage] = all(
-                _as_text(_lookup(param_file(file), k)) == _as_text(v)
+                _as_text(lookup(param_file(file), k)) == _as_text(v)
                 for file, keys in (entry.get("params") or {}).items()
                 for k, v in keys.items()
             ) and all(dep_current(dep) for dep in entry.get("deps") or [])
