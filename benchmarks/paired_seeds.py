@@ -284,18 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if status:
         print("paired_seeds: a run failed; the claims are not judged", file=sys.stderr)
         return status
-    from oacl.claims import by_seed, judge
-    from oacl.exps import workspace
+    from oacl.claims import main as claims_main
 
     wall = time.perf_counter() - t_start
     command = shlex.join(["python", "benchmarks/paired_seeds.py", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        runs = by_seed([workspace(str(d)) for d in dests])
-    except ValueError as err:
-        print(f"paired_seeds: {err}", file=sys.stderr)
-        return 2
-    print(judge(runs, command, wall_s=round(wall, 1), out=args.claims, md=args.claims_md), end="")
-    return 0
+    outs = [*(["--out", args.claims] if args.claims else []), *(["--md", args.claims_md] if args.claims_md else [])]
+    return claims_main(["--dirs", *map(str, dests), "--wall-s", f"{wall:.1f}", "--command", command, *outs])
 
 
 if __name__ == "__main__":
