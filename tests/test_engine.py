@@ -15,7 +15,7 @@ from oacl.data.datasets import make_sample
 from oacl.models.byol import BYOL
 from oacl.models.moco import MoCo
 from oacl.schedules import lr_at
-from oacl.train.engine import EpochRecord, TrainResult, TrainSettings, train
+from oacl.train.engine import EpochRecord, IndexedViews, TrainResult, TrainSettings, item_seed, train
 from oacl.train.monitor import KnnMonitor, KnnProbe, knn_predict, knn_top1
 
 
@@ -43,6 +43,31 @@ def tiny_moco() -> MoCo:
 
 VIEWS = two_view_pipeline(AugmentSettings(size=32))
 SETTINGS = TrainSettings(epochs=2, batch_size=8, base_lr=0.3, seed=1)
+
+
+def test_item_views_seeded_on_the_cpu_generator_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item's views are a function of (seed, epoch, index) alone; the global CPU RNG is left as it
+    was, and no CUDA generator is seeded (torch.manual_seed would queue a stack trace per item)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("per-item seeding touched the CUDA generators")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
+    data = IndexedViews(Items(4), VIEWS.per_item, seed=3)
+    torch.default_generator.manual_seed(123)
+    before = torch.get_rng_state()
+    i, (a1, a2) = data[2]
+    assert i == 2 and torch.equal(torch.get_rng_state(), before)
+    torch.default_generator.manual_seed(999)  # another global state: the same views
+    _, (b1, b2) = data[2]
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    with torch.random.fork_rng(devices=[]):  # what the item's seed gives when drawn by hand
+        torch.default_generator.manual_seed(item_seed(3, 0, 2))
+        c1, c2 = VIEWS.per_item(Items(4)[2])
+    assert torch.equal(a1, c1) and torch.equal(a2, c2)
+    data.epoch = 1
+    _, (d1, _) = data[2]
+    assert not torch.equal(a1, d1)
 
 
 @pytest.mark.parametrize("kw", [{"epochs": 0}, {"batch_size": 1}, {"base_lr": 0.0}, {"warmup_epochs": 3}])
