@@ -148,7 +148,7 @@ class IndexedViews(Dataset):
         with torch.random.fork_rng(devices=[]):
             # The CPU generator only: torch.manual_seed would also seed every CUDA device, which on a
             # machine without an initialised CUDA context queues the call with a formatted stack
-            # trace — about 1 ms an item, a third of a MoCo step on 2 cores (docs/benchmarks.md).
+            # trace per item — a sixth of a MoCo step on 2 cores (docs/benchmarks.md, "Per-item seeding").
             torch.default_generator.manual_seed(item_seed(self.seed, self.epoch, index))
             return index, self.per_item(item)
 
