@@ -63,7 +63,7 @@ def test_item_views_seeded_on_the_cpu_generator_only(monkeypatch: pytest.MonkeyP
     assert torch.equal(a1, b1) and torch.equal(a2, b2)
     with torch.random.fork_rng(devices=[]):  # what the item's seed gives when drawn by hand
         torch.default_generator.manual_seed(item_seed(3, 0, 2))
-        c1, c2 = VIEWS.per_item(Items(4)[2])
+        c1, c2 = VIEWS.per_item(data.dataset[2])
     assert torch.equal(a1, c1) and torch.equal(a2, c2)
     data.epoch = 1
     _, (d1, _) = data[2]
