@@ -50,7 +50,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -212,17 +211,12 @@ def random_probe(params: Params, root: Path, patch: str = "") -> dict[str, float
 
 
 def flip_both_ways() -> None:
-    """``--vflip``: every horizontal flip of the view pipeline (:class:`oacl.augment.views.TwoCrops`, which
-    looks ``v2.RandomHorizontalFlip`` up when it is built) is followed by a vertical flip of the same
-    probability, in this process. The standard stem's stride-2 layers see an even-sized input's top
-    row of padding and never its bottom one; training that only flips left-right leaves that
-    top-bottom asymmetry in place (docs/benchmarks.md, "The trained CAM reads the frame")."""
-    horizontal = views_module.v2.RandomHorizontalFlip
-
-    def both(p: float = 0.5) -> nn.Module:
-        return views_module.v2.Compose([horizontal(p), views_module.v2.RandomVerticalFlip(p)])
-
-    views_module.v2 = SimpleNamespace(**{**vars(views_module.v2), "RandomHorizontalFlip": both})
+    """``--vflip``: every horizontal flip of the view pipeline is followed by a vertical flip of the same
+    probability, in the :class:`oacl.augment.views.TwoCrops` this process builds from now on. The
+    standard stem's stride-2 layers see an even-sized input's top row of padding and never its bottom
+    one; training that only flips left-right leaves that top-bottom asymmetry in place
+    (docs/benchmarks.md, "The trained CAM reads the frame")."""
+    views_module.VERTICAL_FLIPS = True
 
 
 PADS = {"circular": nn.CircularPad2d, "reflect": nn.ReflectionPad2d}

@@ -103,7 +103,7 @@ def test_cam_side_is_the_layer4_side_times_the_expansion():
 def test_vflip_lever_flips_views_upside_down_as_often_as_left_right(monkeypatch):
     from oacl.augment import views
 
-    monkeypatch.setattr(views, "v2", views.v2)  # restored after the test: the lever patches this module
+    monkeypatch.setattr(views, "VERTICAL_FLIPS", False)  # restored after the test: the lever sets it
     image = torch.zeros(3, 8, 8, dtype=torch.uint8)
     image[:, :4, :2] = 255  # a bright block in the top-left corner
     corner = {}

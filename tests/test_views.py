@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from conftest import make_scenes
 from oacl.augment.views import (
     AugmentSettings,
     BatchPhotometric,
+    CropFlip,
     TwoCrops,
     adjust_brightness,
     adjust_contrast,
@@ -113,6 +115,34 @@ def test_two_crops_and_batch_half() -> None:
     torch.manual_seed(0)
     a, _ = whole(item)
     assert a.shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "scale"),
+    [
+        ((3, 64, 64), torch.uint8, (0.2, 1.0)),  # the default's views
+        ((4, 64, 64), torch.uint8, (0.08, 1.0)),  # BG-Mixup's image + mask
+        ((3, 37, 90), torch.float32, (0.08, 1.0)),  # a real image of its own size
+        ((3, 6, 200), torch.uint8, (0.9, 1.0)),  # no window fits the ratios: the centred fallback
+    ],
+)
+def test_crop_flip_equals_torchvision(shape, dtype, scale) -> None:
+    g = torch.Generator().manual_seed(1)
+    image = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8).to(dtype)
+    reference = v2.Compose([v2.RandomResizedCrop(24, scale=scale, antialias=True), v2.RandomHorizontalFlip(0.5)])
+    ours = CropFlip(24, scale, flip_p=0.5)
+    flips = set()
+    for seed in range(60):
+        torch.manual_seed(seed)
+        want, after_reference = reference(image), torch.rand(1)
+        torch.manual_seed(seed)
+        got, after_ours = ours(image), torch.rand(1)
+        assert got.dtype == dtype and torch.equal(got, want), seed
+        assert torch.equal(after_ours, after_reference)  # the same draws from the global RNG
+        torch.manual_seed(seed)
+        top, left, h, w = ours.window(shape[1], shape[2])
+        flips.add(torch.equal(got, TF.resize_image(image[:, top : top + h, left : left + w], [24, 24]).flip(-1)))
+    assert flips == {True, False}
 
 
 def test_normalize_uint8_and_float_agree() -> None:

@@ -11,9 +11,9 @@ BG-HardMix is the same with a binary m (copy-paste).
 Two halves, like :mod:`oacl.augment.views`:
 
 - :class:`BgMixItem` (``per_item``, in the DataLoader): the two geometric views of the image and
-  of its mask, made by one ``torchvision.transforms.v2`` call per view (same crop box, same flip,
-  same bilinear resampling), plus the item's own background tile. The soft mask rides along as
-  a fourth channel of the ``tv_tensors.Image``, not as a ``tv_tensors.Mask``: v2 resizes a
+  of its mask, made by one :class:`~oacl.augment.views.CropFlip` call per view (same crop box,
+  same flip, same bilinear resampling), plus the item's own background tile. The soft mask rides
+  along as a fourth channel of the image, not as a ``tv_tensors.Mask``: v2 resizes a
   ``Mask`` with legacy nearest-neighbour sampling, which sits half a source pixel off the image's
   bilinear grid (measured: the mask lands 1 px away from the image's edges on a 1.5x upscaled
   crop), whereas a channel of the image follows it exactly — and a soft weight map should be
@@ -51,7 +51,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision import tv_tensors
 
 from oacl.augment.mixing import donor_permutation, photometric_views
 from oacl.augment.views import AugmentSettings, TwoCrops
@@ -273,7 +272,7 @@ class BgMixItem:
         if source not in MASK_SOURCES:
             raise ValueError(f"source must be one of {MASK_SOURCES}, got {source!r}")
         self.size = cfg.size
-        self.geometric = TwoCrops(cfg.size, cfg.crop_scale, cfg.flip_p).geometric
+        self.crop_flip = TwoCrops(cfg.size, cfg.crop_scale, cfg.flip_p).crop_flip
         self.tiles = tiles
         self.source = source
 
@@ -289,8 +288,8 @@ class BgMixItem:
             rect = rect_to_image(rect, tuple(soft.shape), size, geometry)
             soft = torch.from_numpy(mask_to_image(soft.numpy(), size, "soft", geometry))
         plain = image.as_subclass(Tensor)
-        rgbm = tv_tensors.Image(torch.cat([plain, soft.to(plain.dtype).unsqueeze(0)]))  # see the module docstring
-        a, b = self.geometric(rgbm).as_subclass(Tensor), self.geometric(rgbm).as_subclass(Tensor)
+        rgbm = torch.cat([plain, soft.to(plain.dtype).unsqueeze(0)])  # see the module docstring
+        a, b = self.crop_flip(rgbm), self.crop_flip(rgbm)
         bg, ok = background_tile(plain, rect, self.size)
         return {
             "views": (a[:3], b[:3]),
