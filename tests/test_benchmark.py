@@ -114,10 +114,11 @@ def test_set_files_open_with_the_project_reader(tiny):
 
 
 def test_same_seed_gives_byte_identical_files(tiny, tmp_path):
-    out, _ = tiny
+    out, metrics = tiny  # written by one process per usable core (two here), at most one per group
     again = tmp_path / "again"
-    bm.generate_benchmark(TINY, again)
+    assert bm.generate_benchmark(TINY, again, workers=1)["sizes"] == metrics["sizes"]  # in this process
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert len(files) > 20 and files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for rel in files:
         assert _sha(out / rel) == _sha(again / rel), rel
     other = tmp_path / "other"

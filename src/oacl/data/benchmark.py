@@ -74,9 +74,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -855,12 +858,104 @@ def _measure_rates(labels: np.ndarray, families: np.ndarray) -> float:
     return float(np.mean(families == labels)) if labels.size else float("nan")
 
 
-def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict[str, Any]:
+GROUPS = ("multi", "single", "shift")  # independent groups of set files (own generators), made in parallel
+
+
+def _file_key(rel: str) -> str:
+    """``multi/crops_train.h5`` → ``multi-crops_train`` (readable flattened metrics)."""
+    return rel.rsplit(".", 1)[0].replace("/", "-")
+
+
+def _generate_group(
+    group: str, cfg: BenchmarkConfig, out: Path
+) -> tuple[dict[str, int], dict[str, int], dict[str, Any], list[str]]:
+    """Write one of :data:`GROUPS` into ``out``; returns its (sizes, bytes, rates), keyed as in
+    ``benchmark.json``, and a line per file written (logged by the caller: a worker process has no
+    logging set up)."""
+    t0 = time.perf_counter()
+    classes = class_names(cfg.num_classes)
+    sizes: dict[str, int] = {}
+    nbytes: dict[str, int] = {}
+    rates: dict[str, Any] = {}
+    lines: list[str] = []
+    gen_attrs = {"seed": np.int64(cfg.seed), "generator": "oacl.data.benchmark"}
+
+    def write(rel: str, data: SetData, kind: str, name: str) -> None:
+        key = _file_key(rel)
+        nbytes[key] = write_set_file(out / rel, data, kind=kind, name=name, classes=classes, attrs=gen_attrs)
+        sizes[key] = len(data)
+        lines.append(f"wrote {rel}: {len(data)} images, {data.boxes.shape[0]} boxes ({nbytes[key] / 1e6:.1f} MB)")
+
+    if group == "multi":  # multi-object scenes, COCO JSON, object crops
+        groups = class_groups(cfg.num_classes, cfg.multi.group_size)
+        cooc_hits = cooc_total = 0
+        for split, n in (("train", cfg.multi.train), ("val", cfg.multi.val), ("test", cfg.multi.test)):
+            scenes = render_multi(_rng(cfg.seed, f"multi/{split}"), cfg, n)
+            ids = [f"multi-{split}-{i:05d}" for i in range(n)]
+            extra = ~scenes.inst_primary
+            cooc_hits += int(scenes.inst_in_group[extra].sum())
+            cooc_total += int(extra.sum())
+            rates[f"multi_{split}_bg_corr"] = _measure_rates(scenes.primary, scenes.families)
+            rates[f"multi_{split}_objects_per_image"] = float(scenes.inst_image.size / n)
+            if split != "val":
+                data = _multi_set(scenes, ids)
+                write(f"multi/{split}.h5", data, "multi", f"multi-{split}")
+                coco = coco_dict(data, scenes, classes, groups)
+                text = json.dumps(coco, separators=(",", ":"), sort_keys=True)
+                write_text(out / f"multi/instances_{split}.json", text + "\n")
+                nbytes[_file_key(f"multi/instances_{split}.json")] = len(text) + 1
+            crops = make_crops(scenes, ids, cfg.multi.crop_margin, cfg.multi.crop_size)
+            write(f"multi/crops_{split}.h5", crops, "crops", f"crops-{split}")
+        rates["multi_cooccur"] = cooc_hits / cooc_total if cooc_total else float("nan")
+    elif group == "single":  # single-object sets and the Background Challenge variants
+        k, b = cfg.num_classes, cfg.num_backgrounds
+        for split, n in (("train", cfg.single.train), ("val", cfg.single.val)):
+            rng = _rng(cfg.seed, f"single/{split}")
+            labels = _balanced_labels(rng, n, k)
+            fams = sample_families(rng, labels, b, cfg.single.bg_corr)
+            bg, fg, masks = _render_single_layers(rng, cfg, labels, fams)
+            images = np.where(masks[..., None], fg, bg)
+            write(
+                f"single/{split}.h5",
+                _set_from_masks(images, masks, labels, fams, [f"single-{split}-{i:05d}" for i in range(n)]),
+                "single",
+                f"single-{split}",
+            )
+            rates[f"single_{split}_bg_corr"] = _measure_rates(labels, fams)
+        rng = _rng(cfg.seed, "single/test")
+        n = cfg.single.test
+        labels = _balanced_labels(rng, n, k)
+        fams = sample_families(rng, labels, b, cfg.single.bg_corr)
+        bg, fg, masks = _render_single_layers(rng, cfg, labels, fams)
+        rates["single_test_bg_corr"] = _measure_rates(labels, fams)
+        ids = [f"single-test-{i:05d}" for i in range(n)]
+        variants = background_challenge(bg, fg, masks, labels, fams, _rng(cfg.seed, "single/donors"), k)
+        for name in BG_VARIANTS:
+            v = variants[name]
+            data = _set_from_masks(
+                v["images"], v["masks"], labels, v["backgrounds"], ids, {"bg_donors": v["bg_donors"]}
+            )
+            write(f"single/{name}.h5", data, "single", name)
+        for rule in ("same", "next"):
+            don = variants[f"mixed_{rule}"]["bg_donors"]
+            rates[f"single_mixed_{rule}_bg_corr"] = _measure_rates(labels, fams[don])
+    elif group == "shift":  # distribution shifts
+        for stem, data in _shift_sets(cfg):
+            write(f"shift/{stem}.h5", data, "shift", stem)
+    else:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+    lines.append(f"{group}: {len(sizes)} set files in {time.perf_counter() - t0:.1f} s")
+    return sizes, nbytes, rates, lines
+
+
+def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, workers: int = 0) -> dict[str, Any]:
     """Generate the whole benchmark into ``out_dir`` (created; files are overwritten).
 
     Writes ``benchmark.json``, ``multi/``, ``single/`` and ``shift/`` as described in the module
     docstring and returns the metrics: ``sizes`` (images per file), ``rates`` (measured
-    co-occurrence and background-class correlation), ``bytes`` and ``seconds``.
+    co-occurrence and background-class correlation), ``bytes`` and ``seconds``. The three
+    :data:`GROUPS` draw from generators of their own, so they are written by up to ``workers``
+    processes at once (0: one per usable core; 1: in this process) with the same bytes.
     """
     validate_config(cfg)
     t0 = time.perf_counter()
@@ -868,74 +963,22 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict[str, A
     classes = class_names(cfg.num_classes)
     families = list(BACKGROUNDS)[: cfg.num_backgrounds]
     groups = class_groups(cfg.num_classes, cfg.multi.group_size)
+    workers = min(len(GROUPS), workers or len(os.sched_getaffinity(0)))
+    if workers > 1:
+        spawn = multiprocessing.get_context("spawn")  # not fork: a parent's OpenMP / OpenCV threads do not survive it
+        with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+            parts = list(pool.map(_generate_group, GROUPS, [cfg] * len(GROUPS), [out] * len(GROUPS)))
+    else:
+        parts = [_generate_group(group, cfg, out) for group in GROUPS]
     sizes: dict[str, int] = {}
     nbytes: dict[str, int] = {}
     rates: dict[str, Any] = {}
-    gen_attrs = {"seed": np.int64(cfg.seed), "generator": "oacl.data.benchmark"}
-
-    def key(rel: str) -> str:  # "multi/crops_train.h5" -> "multi-crops_train" (readable flattened metrics)
-        return rel.rsplit(".", 1)[0].replace("/", "-")
-
-    def write(rel: str, data: SetData, kind: str, name: str) -> None:
-        nbytes[key(rel)] = write_set_file(out / rel, data, kind=kind, name=name, classes=classes, attrs=gen_attrs)
-        sizes[key(rel)] = len(data)
-        log.info("wrote %s: %d images, %d boxes (%.1f MB)", rel, len(data), data.boxes.shape[0], nbytes[key(rel)] / 1e6)
-
-    # ---- multi-object scenes, COCO JSON, object crops
-    cooc_hits = cooc_total = 0
-    for split, n in (("train", cfg.multi.train), ("val", cfg.multi.val), ("test", cfg.multi.test)):
-        scenes = render_multi(_rng(cfg.seed, f"multi/{split}"), cfg, n)
-        ids = [f"multi-{split}-{i:05d}" for i in range(n)]
-        extra = ~scenes.inst_primary
-        cooc_hits += int(scenes.inst_in_group[extra].sum())
-        cooc_total += int(extra.sum())
-        rates[f"multi_{split}_bg_corr"] = _measure_rates(scenes.primary, scenes.families)
-        rates[f"multi_{split}_objects_per_image"] = float(scenes.inst_image.size / n)
-        if split != "val":
-            data = _multi_set(scenes, ids)
-            write(f"multi/{split}.h5", data, "multi", f"multi-{split}")
-            coco = coco_dict(data, scenes, classes, groups)
-            text = json.dumps(coco, separators=(",", ":"), sort_keys=True)
-            write_text(out / f"multi/instances_{split}.json", text + "\n")
-            nbytes[key(f"multi/instances_{split}.json")] = len(text) + 1
-        crops = make_crops(scenes, ids, cfg.multi.crop_margin, cfg.multi.crop_size)
-        write(f"multi/crops_{split}.h5", crops, "crops", f"crops-{split}")
-    rates["multi_cooccur"] = cooc_hits / cooc_total if cooc_total else float("nan")
-
-    # ---- single-object sets and the Background Challenge variants
-    k, b = cfg.num_classes, cfg.num_backgrounds
-    for split, n in (("train", cfg.single.train), ("val", cfg.single.val)):
-        rng = _rng(cfg.seed, f"single/{split}")
-        labels = _balanced_labels(rng, n, k)
-        fams = sample_families(rng, labels, b, cfg.single.bg_corr)
-        bg, fg, masks = _render_single_layers(rng, cfg, labels, fams)
-        images = np.where(masks[..., None], fg, bg)
-        write(
-            f"single/{split}.h5",
-            _set_from_masks(images, masks, labels, fams, [f"single-{split}-{i:05d}" for i in range(n)]),
-            "single",
-            f"single-{split}",
-        )
-        rates[f"single_{split}_bg_corr"] = _measure_rates(labels, fams)
-    rng = _rng(cfg.seed, "single/test")
-    n = cfg.single.test
-    labels = _balanced_labels(rng, n, k)
-    fams = sample_families(rng, labels, b, cfg.single.bg_corr)
-    bg, fg, masks = _render_single_layers(rng, cfg, labels, fams)
-    rates["single_test_bg_corr"] = _measure_rates(labels, fams)
-    ids = [f"single-test-{i:05d}" for i in range(n)]
-    variants = background_challenge(bg, fg, masks, labels, fams, _rng(cfg.seed, "single/donors"), k)
-    for name in BG_VARIANTS:
-        v = variants[name]
-        data = _set_from_masks(v["images"], v["masks"], labels, v["backgrounds"], ids, {"bg_donors": v["bg_donors"]})
-        write(f"single/{name}.h5", data, "single", name)
-    for rule in ("same", "next"):
-        don = variants[f"mixed_{rule}"]["bg_donors"]
-        rates[f"single_mixed_{rule}_bg_corr"] = _measure_rates(labels, fams[don])
-
-    # ---- distribution shifts
-    for stem, data in _shift_sets(cfg):
-        write(f"shift/{stem}.h5", data, "shift", stem)
+    for part_sizes, part_bytes, part_rates, lines in parts:  # in GROUPS order: benchmark.json as one process writes it
+        sizes.update(part_sizes)
+        nbytes.update(part_bytes)
+        rates.update(part_rates)
+        for line in lines:
+            log.info("%s", line)
 
     meta = {
         "schema": SCHEMA,
