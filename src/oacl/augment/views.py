@@ -136,7 +136,7 @@ class CropFlip:
 
     Draws from the global torch RNG what ``v2.Compose([v2.RandomResizedCrop(size, scale),
     v2.RandomHorizontalFlip(flip_p)])`` draws, in the same order, and returns the same values
-    (tested, uint8 and float, 3 and 4 channels), without v2's per-call dispatch: 0.14 → 0.08 ms a
+    (tested, uint8 and float, 3 and 4 channels), without v2's per-call dispatch: 0.11–0.14 → 0.07–0.08 ms a
     64 px view on one core here. The crop window is torchvision's: up to 10 tries of an area
     fraction uniform in ``scale`` and a log-uniform aspect ratio in :data:`CROP_RATIO`, else the
     largest centred window within those ratios. ``vflip_p`` > 0 adds a vertical flip after the
