@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -31,6 +34,24 @@ def test_configure_threads_splits_cores() -> None:
     with pytest.raises(ValueError):
         perf.configure_threads(0)
     assert perf.usable_cores() >= 1
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity masks off Linux")
+def test_core_count_follows_the_affinity_mask_without_torch() -> None:
+    # generate counts cores too, and must not import torch: run it in a process pinned to one core
+    code = (
+        "import os, sys\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from oacl.cores import usable_cores\n"
+        "import oacl.data.benchmark\n"
+        "torch_free = 'torch' not in sys.modules\n"
+        "from oacl.cam.postprocess import resolve_workers\n"
+        "print(usable_cores(), resolve_workers(0), resolve_workers(3), torch_free)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1", "3", "True"]
+    assert perf.usable_cores() == len(os.sched_getaffinity(0))
 
 
 def test_resolve_amp() -> None:

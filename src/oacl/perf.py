@@ -21,9 +21,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
-import os
 
 import torch
+
+from oacl.cores import usable_cores
 
 __all__ = [
     "tune_malloc",
@@ -68,14 +69,6 @@ def tune_malloc(trim_threshold: int = DEFAULT_TRIM_THRESHOLD, mmap_max: int = 0)
     if not ok:
         log.warning("mallopt refused M_MMAP_MAX=%d / M_TRIM_THRESHOLD=%d", mmap_max, trim)
     return ok
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def configure_threads(local_procs: int = 1, *, cores: int | None = None) -> int:

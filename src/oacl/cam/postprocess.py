@@ -33,6 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from oacl.cores import usable_cores
+
 __all__ = [
     "PostprocessOptions",
     "boxes_to_pixels",
@@ -271,12 +273,7 @@ def resolve_workers(workers: int) -> int:
     """``workers`` processes, or all cores this process may use when 0."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers!r}")
-    if workers == 0:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return max(1, os.cpu_count() or 1)
-    return workers
+    return workers or usable_cores()
 
 
 def refine_batch(

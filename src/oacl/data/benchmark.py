@@ -75,7 +75,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -89,6 +88,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from oacl.config import BenchmarkConfig
+from oacl.cores import usable_cores
 from oacl.data.boxes import mask_boxes
 from oacl.data.corruptions import CORRUPTIONS, corrupt
 from oacl.data.shapes import CLASSES, boundary, class_names, render_objects
@@ -948,14 +948,6 @@ def _generate_group(
     return sizes, nbytes, rates, lines
 
 
-def _usable_cores() -> int:
-    """As :func:`oacl.perf.usable_cores`, which imports torch: this module does not."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, workers: int = 0) -> dict[str, Any]:
     """Generate the whole benchmark into ``out_dir`` (created; files are overwritten).
 
@@ -971,7 +963,7 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, workers: int =
     classes = class_names(cfg.num_classes)
     families = list(BACKGROUNDS)[: cfg.num_backgrounds]
     groups = class_groups(cfg.num_classes, cfg.multi.group_size)
-    workers = min(len(GROUPS), workers or _usable_cores())
+    workers = min(len(GROUPS), workers or usable_cores())
     if workers > 1:
         spawn = multiprocessing.get_context("spawn")  # not fork: a parent's OpenMP / OpenCV threads do not survive it
         with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
