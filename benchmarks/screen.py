@@ -92,15 +92,20 @@ def dotted(pairs: list[str]) -> dict[str, Any]:
 SCREEN_VARIANTS = tuple(v for v in VARIANTS if not v.endswith("camouflage"))
 
 
-def benchmark_dir(raw: dict[str, Any], renderer: str | None = None) -> Path:
+SCREEN_ROOT = Path("/tmp/oacl-screen")  # candidate benchmarks, one folder per settings hash
+
+
+def benchmark_dir(raw: dict[str, Any], renderer: str | None = None, base: Path = SCREEN_ROOT) -> Path:
     """Generate the candidate benchmark once (keyed by its settings and renderer variant); return its folder.
 
-    ``renderer`` None renders as the params say (``data.benchmark.object_texture`` included).
+    ``renderer`` None renders as the params say (``data.benchmark.object_texture`` included). A
+    variant patches this process's renderer, so its benchmark is written in this process: the
+    generator's worker processes start fresh (spawn) and would draw the unpatched benchmark.
     """
     bench = raw["data"]["benchmark"]
     keyed = bench if renderer is None else {**bench, "variant": renderer}
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path("/tmp/oacl-screen") / f"bench-{key}"
+    root = base / f"bench-{key}"
     if not (root / "benchmark.json").is_file():
         t0 = time.perf_counter()
         cfg = parse_section(BenchmarkConfig, bench)
@@ -108,7 +113,7 @@ def benchmark_dir(raw: dict[str, Any], renderer: str | None = None) -> Path:
             generate_benchmark(cfg, root)
         else:
             with variant(renderer, cfg) as drawn_cfg:
-                generate_benchmark(drawn_cfg, root)
+                generate_benchmark(drawn_cfg, root, workers=1)
         print(f"# generated {root} in {time.perf_counter() - t0:.0f} s", flush=True)
     return root
 

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,33 @@ def test_byol_tau_final_ends_the_target_ramp_there(monkeypatch):
         model.update_target(progress)
         for p, t, o in zip(model.projector_target.parameters(), target, model.projector_online.parameters()):
             torch.testing.assert_close(p, tau * t + (1.0 - tau) * o)
+
+
+def test_a_variant_benchmark_is_written_in_this_process_where_the_patch_lives(tmp_path, monkeypatch):
+    import h5py
+
+    from oacl.data import benchmark
+
+    # with more than one usable core the generator writes its set groups in spawned processes, which
+    # start without this process's patched renderer: the variant must be written here
+    monkeypatch.setattr(benchmark, "usable_cores", lambda: 3)
+    tiny = {
+        "seed": 3,
+        "image_size": 32,
+        "num_classes": 4,
+        "num_backgrounds": 4,
+        "multi": {"train": 6, "val": 2, "test": 2, "crop_size": 24},
+        "single": {"train": 12, "val": 2, "test": 8},
+        "shift": {"test": 2, "corruptions": ["fog"], "severities": [1], "styles": ["sketch"]},
+    }
+    shared_background = {}
+    for renderer in (None, "one-scene"):
+        root = screen.benchmark_dir({"data": {"benchmark": tiny}}, renderer, base=tmp_path)
+        with h5py.File(root / "single" / "train.h5", "r") as f:
+            images, masks = f["images"][()], f["masks"][()]
+        both_background = (masks == 0) & (masks[:1] == 0)  # (N, H, W): background in image i and in image 0
+        shared_background[renderer] = all(
+            np.array_equal(images[i][both_background[i]], images[0][both_background[i]]) for i in range(len(images))
+        )
+    # one-scene: every image shows the same scene around its object; the plain benchmark does not
+    assert shared_background == {None: False, "one-scene": True}
