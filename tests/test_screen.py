@@ -1,5 +1,5 @@
 """benchmarks/screen.py: --donor-fill stretch, the diagnostic stand-in for BG-HardMix's tiled donor backgrounds,
-and --byol-tau-final, BYOL's target EMA ramp ended below 1."""
+--byol-tau-final, BYOL's target EMA ramp ended below 1, and renderer variants drawn as asked."""
 
 from __future__ import annotations
 
