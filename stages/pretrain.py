@@ -1,7 +1,7 @@
 """Stage ``pretrain@<method>``: vanilla MoCo v2 / BYOL pretraining (params ``pretrain``).
 
     PYTHONPATH=src python stages/pretrain.py --method moco|byol [--params params.yaml]
-        [--out-dir artifacts]
+        [--out-dir artifacts] [--seed N]
 
 Reads ``<data.root>/<set>/train.h5`` (``pretrain.dataset``); writes under ``--out-dir``:
 ``models/pretrain-<method>/{checkpoint.pt,backbone.pt}``, ``live/pretrain-<method>/``
@@ -10,7 +10,8 @@ headline) and ``eval/pretrain-<method>/details.json`` (the rest, :mod:`oacl.io.r
 its resume checkpoint in ``cache/pretrain-<method>/last.pt`` (not a DVC output). With
 ``pretrain.nproc > 1`` it relaunches itself under torchrun with that many processes. With
 ``pretrain.imports.<method>`` set it imports that checkpoint instead of training
-(:mod:`oacl.train.imported`).
+(:mod:`oacl.train.imported`). ``--seed N`` trains with seed N in place of ``pretrain.seed`` (the
+``pretrain-seed@<N>-<method>`` stages of ``extra_seeds``, with ``--out-dir artifacts/seeds/s<N>``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import sys
 
 from oacl import dist, perf
-from oacl.config import Params
+from oacl.config import Params, for_seed
 from oacl.io.results import write_results
 from oacl.train.imported import import_file, run_import
 from oacl.train.launch import run_training_stage
@@ -32,10 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--method", required=True, choices=sorted(METHOD_BUILDERS))
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out-dir", default="artifacts")
+    p.add_argument("--seed", type=int, help="train with this seed instead of pretrain.seed (an extra_seeds stage)")
     return p.parse_args(argv)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
+    params = for_seed(params, args.seed)
     paths = PretrainPaths.under(args.out_dir, args.method)
     if import_file(params, args.method) is not None:  # pretrain.imports.<method>: no training
         if int(os.environ.get("RANK", 0)) == 0:

@@ -1,7 +1,7 @@
 """Stage ``retrain@<method>-<debias>``: debiased retraining, the vanilla twin with another augmentation.
 
     PYTHONPATH=src python stages/retrain.py --method moco|byol --debias oacrop|bgmix|...
-        [--params params.yaml] [--out-dir artifacts] [--cam-dir artifacts/cam]
+        [--params params.yaml] [--out-dir artifacts] [--cam-dir artifacts/cam] [--seed N]
 
 Reads the training set of ``pretrain.dataset``, the params of the vanilla twin (``pretrain``,
 ``pretrain.<method>``), the variant's block ``retrain.<debias>`` (and ``pmix`` for bgmix), and
@@ -10,7 +10,8 @@ for the ContraCAM variants ``<cam-dir>/<set>.h5``. Writes under ``--out-dir``:
 ``plots/retrain-<method>-<debias>/{loss.png,augment.png}``, ``metrics/retrain-<method>-<debias>.json``
 (the headline) and ``eval/retrain-<method>-<debias>/details.json`` (the rest);
 keeps its resume checkpoint in ``cache/retrain-<method>-<debias>/last.pt``. With
-``pretrain.nproc > 1`` it relaunches itself under torchrun.
+``pretrain.nproc > 1`` it relaunches itself under torchrun. ``--seed N`` trains with seed N in
+place of ``pretrain.seed`` (the ``retrain-seed@<N>-...`` stages of ``extra_seeds``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import sys
 
 from oacl import dist, perf
-from oacl.config import Params
+from oacl.config import Params, for_seed
 from oacl.io.results import write_results
 from oacl.train.launch import run_training_stage
 from oacl.train.pretrain import METHOD_BUILDERS
@@ -34,10 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out-dir", default="artifacts")
     p.add_argument("--cam-dir", default="artifacts/cam")
+    p.add_argument("--seed", type=int, help="train with this seed instead of pretrain.seed (an extra_seeds stage)")
     return p.parse_args(argv)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
+    params = for_seed(params, args.seed)
     perf.tune_malloc()
     perf.configure_threads(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     try:

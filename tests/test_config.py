@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from oacl.config import ConfigError, Params, contained_path, load_params, parse_section
+from oacl.config import ConfigError, Params, contained_path, for_seed, load_params, parse_section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,12 +59,28 @@ def test_int_accepted_where_float_expected(tmp_path):
         ({"pretrain": {"amp": "yes"}}, "'pretrain.amp' = 'yes' is not one of"),
         ({"pretrain": {"amp": 1}}, "'pretrain.amp' = 1 is not one of"),
         ({"contracam": {"multi": {"expand_res": True}}}, "'contracam.multi.expand_res' = True is not one of"),
+        ({"extra_seeds": 1}, "'extra_seeds' must be a list"),
+        ({"extra_seeds": [1, -2]}, "'extra_seeds[1]' = -2 is out of range"),
+        ({"extra_seeds": [0]}, "'extra_seeds' repeats seed 0 (pretrain.seed)"),
+        ({"extra_seeds": [1, 2, 1]}, "'extra_seeds' repeats seed 1 (another entry)"),
+        ({"extra_seeds": [3], "pretrain": {"seed": 3}}, "'extra_seeds' repeats seed 3 (pretrain.seed)"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, raw, culprit):
     with pytest.raises(ConfigError) as info:
         load_params(write(tmp_path, raw))
     assert culprit in str(info.value)
+
+
+def test_an_extra_seed_runs_with_its_seed_alone(tmp_path):
+    """What ``--seed`` gives a training stage of ``extra_seeds``: that seed, and no extra seeds to clash with it."""
+    params = load_params(write(tmp_path, {"extra_seeds": [1, 2]}))
+    assert params.extra_seeds == (1, 2) and params.pretrain.seed == 0
+    two = for_seed(params, 2)
+    assert two.pretrain.seed == 2 and two.extra_seeds == () and two.pretrain.moco == params.pretrain.moco
+    assert for_seed(params, None) is params
+    with pytest.raises(ConfigError, match="--seed -1"):
+        for_seed(params, -1)
 
 
 def test_not_yaml(tmp_path):

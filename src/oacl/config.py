@@ -650,6 +650,9 @@ class Params:
     """The whole params.yaml. Sections are added here as their stages become real."""
 
     pmix: float = spec(0.4, ge=0.0, le=1.0, doc="P(background mixup) per positive patch")
+    extra_seeds: tuple[int, ...] = spec(
+        default_factory=tuple, ge=0, doc="training seeds beyond pretrain.seed, each run under artifacts/seeds/s<seed>/"
+    )
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     contracam: ContraCAMSection = field(default_factory=ContraCAMSection)
@@ -657,6 +660,14 @@ class Params:
     lineval: LinevalConfig = field(default_factory=LinevalConfig)
     shift: ShiftConfig = field(default_factory=ShiftConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+
+    def __post_init__(self) -> None:
+        seen = {self.pretrain.seed}
+        for seed in self.extra_seeds:
+            if seed in seen:
+                what = "pretrain.seed" if seed == self.pretrain.seed else "another entry"
+                raise ConfigError(f"params: 'extra_seeds' repeats seed {seed} ({what}); each seed trains once")
+            seen.add(seed)
 
 
 # ----------------------------------------------------------------------- machinery
@@ -761,6 +772,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise ConfigError(f"params: {path} is not valid YAML: {err}") from None
     return parse_section(Params, raw)
+
+
+def for_seed(params: Params, seed: int | None) -> Params:
+    """``params`` as one extra seed's training stage reads them: ``pretrain.seed`` = ``seed``.
+
+    ``extra_seeds`` is emptied (the run trains one seed); None returns ``params`` unchanged.
+    """
+    if seed is None:
+        return params
+    if seed < 0:
+        raise ConfigError(f"--seed {seed}: a training seed is >= 0")
+    pretrain = dataclasses.replace(params.pretrain, seed=seed)
+    return dataclasses.replace(params, pretrain=pretrain, extra_seeds=())
 
 
 def overlay(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
