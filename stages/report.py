@@ -2,12 +2,14 @@
 
     PYTHONPATH=src python stages/report.py [--params params.yaml] [--metrics-dir artifacts/metrics]
         [--out artifacts/report.md] [--summary artifacts/metrics/report.json] [--plots artifacts/plots/report]
-        [--figures artifacts/plots]
+        [--figures artifacts/plots] [--seeds-dir artifacts/seeds]
 
 Reads the JSON files the other stages wrote under ``--metrics-dir`` and their details beside
 them (``../eval/``; see :mod:`oacl.report`); writes PNG bar charts, the Markdown report (a
 five-line summary, the claims, the tables, and relative links to the charts and to the stages'
-pictures under ``--figures``) and a three-number summary for ``dvc metrics``, each atomically.
+pictures under ``--figures``) and a summary for ``dvc metrics``, each atomically.
+With ``extra_seeds`` in the params it also reads each seed's metrics under
+``<seeds-dir>/s<seed>/metrics/`` and judges the claims on the paired seeds (:mod:`oacl.claims`).
 """
 
 from __future__ import annotations
@@ -32,18 +34,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--summary", default="artifacts/metrics/report.json")
     p.add_argument("--plots", default="artifacts/plots/report")
     p.add_argument("--figures", default="artifacts/plots", help="the stages' pictures, linked from the report")
+    p.add_argument("--seeds-dir", default="artifacts/seeds", help="the extra_seeds runs, s<seed>/metrics/*.json")
     return p.parse_args(argv)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
     metrics = report.load_metrics(args.metrics_dir)
+    seeds = report.seed_runs(args.metrics_dir, args.seeds_dir, params.pretrain.seed, params.extra_seeds)
     with atomic_dir(args.plots) as tmp:  # first: the report links these charts
         report.write_charts(metrics, tmp)
     figures = report.Figures(Path(args.figures), Path(args.out).parent)
-    text = report.render(metrics, figures=figures, data_source=params.data.source)
+    text = report.render(metrics, figures=figures, data_source=params.data.source, seeds=seeds)
     with atomic_path(args.out) as tmp:
         tmp.write_text(text)
-    summary = report.summary(metrics)
+    summary = report.summary(metrics, seeds)
     write_json(args.summary, summary)
     log.info(
         "report: %d metrics files, %d of %d claims hold -> %s",

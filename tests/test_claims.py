@@ -197,3 +197,46 @@ def test_cli_reads_project_folders_like_the_experiments(tmp_path, capsys):
     capsys.readouterr()
     assert claims.main(["--dirs", *dirs, "--from", "x.json"]) == 2
     assert "--dirs reads folders" in capsys.readouterr().err
+
+
+def _write_run(root, rel_dir: str, state: dict, stages: dict, skip=()) -> None:
+    """The metrics of one ``shown()`` state under ``root/rel_dir`` with their dvc.lock entries."""
+    import hashlib
+
+    for path, source in state["data"]["metrics"].items():
+        name = path.rsplit("/", 1)[1]
+        if name.startswith(skip):
+            continue
+        rel = f"{rel_dir}/{name}"
+        data = json.dumps(source["data"]).encode()
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        stages[rel] = {"cmd": "c", "outs": [{"path": rel, "md5": hashlib.md5(data).hexdigest()}]}
+
+
+def test_cli_reads_a_folder_with_extra_seeds_as_paired_runs(tmp_path):
+    """One folder with ``extra_seeds: [1, 2]``: the base run and each seed's metrics under
+    artifacts/seeds/s<seed>/ judge as three seeds do; the seeds share the base run's random-init control."""
+    import yaml
+
+    states = [shown()[0], *(e["revs"][0] for e in shown()[1]["experiments"])]
+    stages: dict = {}
+    _write_run(tmp_path, "artifacts/metrics", states[0], stages)
+    for seed in (1, 2):  # no random-init control of their own
+        _write_run(tmp_path, f"artifacts/seeds/s{seed}/metrics", states[seed], stages, skip=("lineval-random",))
+    params = dict(states[0]["data"]["params"]["params.yaml"]["data"], extra_seeds=[1, 2])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+    out = tmp_path / "claims.json"
+    assert claims.main(["--dirs", str(tmp_path), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["seeds"] == [0, 1, 2]
+    runs = claims.by_seed(exps.columns(shown()))
+    assert doc["claims"] == [c.as_dict() for c in claims.paired_claims(list(runs.values()))]
+    by_text = {c["text"]: c for c in doc["claims"]}
+    assert by_text["OA-Crop (ContraCAM boxes) improves the object-crop probe (moco)"]["verdict"] == "holds"
+    # a seed whose metrics file no longer matches the lock contributes nothing for it: not judged
+    (tmp_path / "artifacts/seeds/s2/metrics/lineval-moco-oacrop.json").write_text('{"crops": {"top1": 99.0}}')
+    assert claims.main(["--dirs", str(tmp_path), "--out", str(out)]) == 0
+    by_text = {c["text"]: c for c in json.loads(out.read_text())["claims"]}
+    assert by_text["OA-Crop (ContraCAM boxes) improves the object-crop probe (moco)"]["verdict"] == "n/a"

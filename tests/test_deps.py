@@ -10,6 +10,7 @@ that file changes. Conversely every code dep must hold a file of the closure (no
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 import shutil
 from pathlib import Path
@@ -89,10 +90,13 @@ def _lookup(context: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def expand_stages(root: Path) -> dict[str, dict[str, Any]]:
-    """Stage name → {"cmd", "deps"} with ``foreach`` expanded and ``${...}`` resolved from vars, params and the item."""
+def expand_stages(root: Path, **params: Any) -> dict[str, dict[str, Any]]:
+    """Stage name → {"cmd", "deps"} with ``foreach`` and ``matrix`` expanded and ``${...}`` resolved from
+    vars, params and the item. ``params`` override params.yaml's top-level values; by default
+    ``extra_seeds`` = [1], so that the per-seed stages (empty by default) are checked too."""
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     context: dict[str, Any] = dict(yaml.safe_load((root / "params.yaml").read_text()))
+    context.update({"extra_seeds": [1], **params})
     for block in spec.get("vars", []):
         context.update(block)
 
@@ -107,6 +111,13 @@ def expand_stages(root: Path) -> dict[str, dict[str, Any]]:
                 items = _lookup(context, items.strip()[2:-1])
             pairs = items.items() if isinstance(items, dict) else ((i, i) for i in items)
             body = stage["do"]
+        elif "matrix" in stage:  # DVC's names: the values joined by "-", in the matrix's key order
+            dims = {
+                k: _lookup(context, v.strip()[2:-1]) if isinstance(v, str) else v for k, v in stage["matrix"].items()
+            }
+            combos = [dict(zip(dims, values)) for values in itertools.product(*dims.values())]
+            pairs = [("-".join(str(v) for v in item.values()), item) for item in combos]
+            body = stage
         else:
             pairs, body = [(None, None)], stage
         for key, item in pairs:
@@ -180,6 +191,8 @@ def test_closures_are_narrow() -> None:
         "stages/report.py",
         "src/oacl/__init__.py",
         "src/oacl/report.py",
+        "src/oacl/claims.py",  # the claims on paired seeds (extra_seeds)
+        "src/oacl/exps.py",
         "src/oacl/cli.py",
         "src/oacl/config.py",
         "src/oacl/errors.py",
@@ -189,6 +202,27 @@ def test_closures_are_narrow() -> None:
         "src/oacl/io/results.py",
     }
     assert not {f for f in files("retrain@moco-bgmix") if f.startswith("src/oacl/eval/")}
+
+
+def test_each_extra_seed_stage_runs_its_base_stage_with_the_same_code() -> None:
+    """``extra_seeds`` stages (``pretrain-seed@1-moco``, ``lineval-seed-retrain@1-moco-bgmix``, ...) run
+    the script of their base stage with the same code deps, the seed's own inputs, and no seed twice."""
+    stages = expand_stages(REPO, extra_seeds=[1, 2])
+    assert not [n for n in expand_stages(REPO, extra_seeds=[]) if "-seed" in n.split("@")[0]]
+    seeded = {n: s for n, s in stages.items() if "-seed" in n.split("@")[0]}
+    bases = {"pretrain", "contracam", "retrain", "lineval", "shift", "detect"}
+    assert {n.split("-seed")[0] for n in seeded} == bases
+    # per seed: 2 pretrains, 2 CAM sets, 4 retrains, 6 probes, 6 shift tests, 2 detection fine-tunes
+    assert len(seeded) == 2 * 22
+    for name, stage in seeded.items():
+        base = stages[min(n for n in stages if n.split("@")[0] == name.split("-seed")[0])]
+        code = sorted(d for d in stage["deps"] if d.startswith(("src/", "stages/")))
+        assert code == sorted(d for d in base["deps"] if d.startswith(("src/", "stages/"))), name
+        seed = name.split("@")[1].split("-")[0]
+        assert "artifacts/seeds/s" + seed in stage["cmd"], name
+        inputs = [d for d in stage["deps"] if d.startswith("artifacts/") and not d.startswith("artifacts/imported")]
+        assert all(d.startswith(f"artifacts/seeds/s{seed}/") for d in inputs), (name, inputs)
+    assert "--seed 2" in stages["retrain-seed-pmix@2-byol-bgmix"]["cmd"]
 
 
 def _copy_project(tmp_path: Path) -> Path:

@@ -49,7 +49,7 @@ def make_project(tmp_path: Path, overrides: dict) -> Path:
     """Copy what a fresh clone holds (minus outputs) into a new git repo with tiny params."""
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("stages", "src", "dvc.yaml", ".dvcignore", ".gitignore", "artifacts/imported"):
+    for name in ("stages", "src", "dvc.yaml", ".dvcignore", ".gitignore", "artifacts/imported", "artifacts/seeds"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, project / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -98,10 +98,17 @@ def test_a_repro_log_in_a_file_has_no_carriage_returns(project):
     assert all(" it/s" in line or "/s" in line for line in progress)
 
 
+def seed_families(project: Path) -> set[str]:
+    """The stage families of dvc.yaml that ``extra_seeds`` expands (none by default)."""
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    return {name for name, stage in stages.items() if "extra_seeds" in str(stage.get("matrix", ""))}
+
+
 def test_repro_builds_every_output(project):
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-    assert set(stages) <= {name.split("@")[0] for name in lock["stages"]}
+    assert set(stages) - seed_families(project) <= {name.split("@")[0] for name in lock["stages"]}
+    assert not {name for name in lock["stages"] if name.split("@")[0] in seed_families(project)}
     assert (project / "data" / "single" / "original.h5").is_file()
     metrics = json.loads((project / "artifacts" / "metrics" / "generate.json").read_text())
     assert metrics["images"] > 0
@@ -112,6 +119,60 @@ def test_second_repro_is_a_no_op(project):
     assert "Data and pipelines are up to date" in res.stdout, res.stdout
     assert "Running stage" not in res.stdout
     assert dvc(project, "status").stdout.strip().endswith("Data and pipelines are up to date.")
+
+
+def _ran(res: subprocess.CompletedProcess) -> set[str]:
+    return {line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage")}
+
+
+def _set_param(project: Path, key: str, value: Any) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params[key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_an_extra_seed_trains_and_evaluates_a_paired_run(project, tmp_path):
+    """``extra_seeds: [1]`` runs seed 1's training and evaluation stages and the report, nothing of seed 0;
+    the report judges the claims on the two paired seeds; then a pmix change reruns the bgmix branch of
+    each seed and nothing else."""
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy, symlinks=True)
+    _set_param(copy, "extra_seeds", [1])
+    ran = _ran(dvc(copy, "repro"))
+    per_seed = {
+        *(f"pretrain-seed@1-{m}" for m in ("moco", "byol")),
+        *(f"contracam-seed@1-{s}" for s in ("multi", "single")),
+        *(f"retrain-seed@1-{m}-oacrop" for m in ("moco", "byol")),
+        *(f"retrain-seed-pmix@1-{m}-bgmix" for m in ("moco", "byol")),
+        *(f"{e}-seed@1-{m}" for e in ("lineval", "shift") for m in ("moco", "byol")),
+        *(
+            f"{e}-seed-retrain@1-{m}-{d}"
+            for e in ("lineval", "shift")
+            for m in ("moco", "byol")
+            for d in ("oacrop", "bgmix")
+        ),
+        "detect-seed@1-moco",
+        "detect-seed-retrain@1-moco-oacrop",
+    }
+    assert ran == per_seed | {"report"}, sorted(ran ^ (per_seed | {"report"}))
+    s1 = copy / "artifacts" / "seeds" / "s1"
+    for model in ("moco", "byol", "moco-oacrop", "byol-bgmix"):  # the same files as the base run, trained anew
+        assert json.loads((s1 / "metrics" / f"lineval-{model}.json").read_text())["crops"]["test_images"] > 0
+    for name in ("pretrain-moco", "retrain-moco-oacrop"):
+        base = (copy / "artifacts" / "models" / name / "backbone.pt").read_bytes()
+        assert (s1 / "models" / name / "backbone.pt").read_bytes() != base, name
+    summary = json.loads((copy / "artifacts" / "metrics" / "report.json").read_text())
+    assert summary["seeds"] == 2 and 0 <= summary["paired_claims_hold"] <= summary["paired_claims_checked"]
+    assert "Training seeds 0, 1:" in (copy / "artifacts" / "report.md").read_text()
+    _set_param(copy, "pmix", 0.3)
+    ran = _ran(dvc(copy, "repro"))
+    bgmix = {f"{s}@{m}-bgmix" for s in ("retrain", "lineval", "shift") for m in ("moco", "byol")}
+    bgmix |= {
+        f"{s}@1-{m}-bgmix"
+        for s in ("retrain-seed-pmix", "lineval-seed-retrain", "shift-seed-retrain")
+        for m in ("moco", "byol")
+    }
+    assert ran == bgmix | {"report"}, sorted(ran ^ (bgmix | {"report"}))
 
 
 @pytest.mark.parametrize(

@@ -240,3 +240,56 @@ def test_ablation_rows_follow_the_numbers(metrics):
     rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| T = ")]
     assert rows[:3] == ["T = 1", "T = 5", "T = 10"]  # not "1", "10", "5" as the JSON keys sort
     assert rows[3:] == ["T = 1, stopping rule 0.5 (extension)", "T = 10, stopping rule 0.5 (extension)"]
+
+
+def test_extra_seeds_are_judged_on_paired_differences(tmp_path, metrics):
+    """With ``extra_seeds`` the stage reads each seed's metrics under --seeds-dir and judges the claims on
+    the paired (debiased − vanilla) differences; the seeds share the base run's random-init control."""
+    mdir, seeds = tmp_path / "metrics", tmp_path / "seeds"
+    for name, d in metrics.items():
+        write_results(mdir / f"{name}.json", d)
+    # crops top-1 per seed (base, 1, 2): MoCo +10 / +8 / +9 with OA-Crop; BYOL +1 / -1 / +2
+    per_seed = {1: {"moco": (61.0, 69.0), "byol": (60.0, 59.0)}, 2: {"moco": (59.0, 68.0), "byol": (60.0, 62.0)}}
+    for seed, models in per_seed.items():
+        for m, (vanilla, oacrop) in models.items():
+            write_results(seeds / f"s{seed}" / "metrics" / f"lineval-{m}.json", lineval(vanilla, 40.0))
+            write_results(seeds / f"s{seed}" / "metrics" / f"lineval-{m}-oacrop.json", lineval(oacrop, 40.0))
+    params = tmp_path / "params.yaml"
+    params.write_text("extra_seeds: [1, 2]\n")
+    out, summary = tmp_path / "report.md", tmp_path / "report.json"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "report.py"),
+            *("--params", str(params), "--metrics-dir", str(mdir), "--seeds-dir", str(seeds)),
+            *("--out", str(out), "--summary", str(summary), "--plots", str(tmp_path / "plots")),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr
+    paired = out.read_text().split("## Paired seeds")[1].split("\n## ")[0]
+    assert "Training seeds 0, 1, 2" in paired
+    rows = {r.split(" | ")[0].strip("| "): r for r in paired.splitlines() if r.startswith("| ")}
+    moco = rows["OA-Crop (ContraCAM boxes) improves the object-crop probe (moco)"]
+    assert "mean +9.0, s.e. 0.6, n = 3 (per seed +10.0 / +8.0 / +9.0)" in moco and "**holds**" in moco
+    byol = rows["OA-Crop (ContraCAM boxes) improves the object-crop probe (byol)"]
+    assert "mean +0.7, s.e. 0.9" in byol and "**does not hold**" in byol
+    # the random-init control (50.0, base run only) serves every seed: +20 / +19 / +18
+    assert "mean +19.0" in rows["moco-oacrop is above the random-init control on object crops"]
+    assert "metrics missing" in rows["BG-Mixup lowers the BG-Gap (moco)"]  # no seed but the base has shift files
+    assert "| moco-oacrop | 69.0 ± 0.6 (3) |" in paired  # the per-model table: mean ± s.e. (seeds)
+    s = json.loads(summary.read_text())
+    assert (s["seeds"], s["paired_claims_hold"]) == (3, 3)  # moco's gain, and both OA-Crop models above random
+    assert s["paired_claims_checked"] == 4
+
+
+def test_one_training_seed_says_how_to_add_more(metrics):
+    text = report.render(metrics, seeds=[report.seed_runs("nowhere", "nowhere", 0, [])[0]])
+    assert "## Paired seeds\n\nOne training seed (0). With `extra_seeds`" in text
+    assert report.summary(metrics, report.seed_runs("nowhere", "nowhere", 0, [])).keys() == {
+        "claims_hold",
+        "claims_checked",
+        "wall_minutes",
+    }

@@ -16,7 +16,11 @@ against seed-to-seed variation, which is what a few-point effect has to clear::
 or, with runs made in separate project folders (clones, other machines), ``--dirs DIR …``: each
 folder's ``params.yaml`` and the metrics its ``dvc.lock`` shows current (:func:`oacl.exps.workspace`:
 a folder where only some targets were rerun after a param change contributes those and nothing
-stale).
+stale). A folder whose params list ``extra_seeds`` (the per-seed stages of ``dvc.yaml``) contributes
+one run per seed: its base seed and each extra seed's metrics under ``artifacts/seeds/s<seed>/``::
+
+    dvc exp run -S 'extra_seeds=[1,2]'
+    PYTHONPATH=src python -m oacl.claims --dirs . --out docs/results/claims.json --md docs/results/claims.md
 
 It reads ``dvc exp show --json`` (or ``--from FILE`` with that output), groups the experiments by
 ``--seed-param`` (default ``pretrain.seed``), refuses a set whose other params differ (that would
@@ -33,9 +37,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oacl.exps import Column, columns, distinct, headline_keys, load_shown, workspace
+from oacl.exps import Column, columns, distinct, flatten, headline_keys, load_shown, workspace
 
-__all__ = ["PairedClaim", "by_seed", "paired_claims", "model_table", "to_json", "to_markdown", "judge", "main"]
+__all__ = [
+    "PairedClaim",
+    "by_seed",
+    "seed_column",
+    "with_extra_seeds",
+    "read_metrics_dir",
+    "paired_claims",
+    "model_table",
+    "to_json",
+    "to_markdown",
+    "judge",
+    "main",
+]
 
 METHODS = ("moco", "byol")
 DEBIASED = ("oacrop", "oacrop_gt", "bgmix", "hardmix", "hardmix_gt")
@@ -78,6 +94,45 @@ def by_seed(cols: Sequence[Column], seed_param: str = "pretrain.seed") -> dict[i
         ref = ref or col
         out[seed] = col
     return dict(sorted(out.items()))
+
+
+# the random-init control's metrics files: trained by no seed, so every seed's run shares the base run's
+CONTROL_FILES = ("lineval-random.json:", "shift-random.json:", "detect-random.json:")
+SEEDS_DIR = "artifacts/seeds"  # where the per-seed stages of dvc.yaml write (s<seed>/metrics/...)
+
+
+def seed_column(base: Column, seed: int, metrics: Mapping[str, Any], seed_param: str = "pretrain.seed") -> Column:
+    """An extra seed's run beside ``base``, the run whose params list it in ``extra_seeds``.
+
+    ``base``'s params with ``seed_param`` = ``seed``; the metrics are ``metrics`` (keyed like
+    ``lineval-moco.json:crops.top1``) and ``base``'s random-init control, which no training seed
+    changes.
+    """
+    control = {k: v for k, v in base.metrics.items() if k.startswith(CONTROL_FILES)}
+    return Column(f"{base.label} seed {seed}", {**base.params, seed_param: seed}, {**control, **metrics})
+
+
+def with_extra_seeds(base: Column, root: str = ".", seed_param: str = "pretrain.seed") -> list[Column]:
+    """``base`` (:func:`oacl.exps.workspace` of the folder ``root``) and one column per entry of its
+    ``extra_seeds``, each with the metrics under ``artifacts/seeds/s<seed>/metrics`` that the folder's
+    ``dvc.lock`` shows current."""
+    seeds = base.params.get("extra_seeds") or []
+    out = [base]
+    for seed in seeds:
+        ws = workspace(root, metrics_dir=f"{SEEDS_DIR}/s{seed}/metrics")
+        out.append(seed_column(base, int(seed), ws.metrics, seed_param))
+    return out
+
+
+def read_metrics_dir(metrics_dir: str) -> dict[str, Any]:
+    """Every headline ``*.json`` in ``metrics_dir`` flattened like a column's metrics (``file.json:a.b``)."""
+    import json
+    from pathlib import Path
+
+    out: dict[str, Any] = {}
+    for path in sorted(Path(metrics_dir).glob("*.json")):
+        out.update({f"{path.name}:{k}": v for k, v in flatten(json.loads(path.read_text()))})
+    return out
 
 
 def _stats(diffs: Sequence[float]) -> tuple[float, float]:
@@ -347,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dirs",
         nargs="+",
         metavar="DIR",
-        help="project folders to read instead (one per seed; see oacl.exps.workspace)",
+        help="project folders to read instead (one per seed, or one with extra_seeds; see oacl.exps.workspace)",
     )
     p.add_argument("--wall-s", type=float, help="the wall seconds to record (default: the runs' report.json summed)")
     p.add_argument("--seed-param", default="pretrain.seed", help="the param that tells the paired runs apart")
@@ -360,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.dirs:
-            cols = [workspace(d) for d in args.dirs]
+            cols = [c for d in args.dirs for c in with_extra_seeds(workspace(d), d, args.seed_param)]
         else:
             shown = load_shown(args.source, passthrough, "oacl.claims")
             if shown is None:

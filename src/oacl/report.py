@@ -39,6 +39,8 @@ __all__ = [
     "claims",
     "render",
     "run_summary",
+    "seed_runs",
+    "paired_section",
     "stage_seconds",
     "status",
     "summary",
@@ -721,22 +723,58 @@ def run_summary(
     ]
 
 
+def seed_runs(metrics_dir: str | Path, seeds_dir: str | Path, base_seed: int, extra_seeds: Sequence[int]) -> list[Any]:
+    """The base run and each extra seed's (params ``extra_seeds``) as :class:`oacl.exps.Column` s, for
+    :func:`oacl.claims.paired_claims`: the headline metrics under ``metrics_dir`` and under
+    ``<seeds_dir>/s<seed>/metrics``; every seed shares the base run's random-init control."""
+    from oacl.claims import read_metrics_dir, seed_column
+    from oacl.exps import Column
+
+    base = Column(f"seed {base_seed}", {"pretrain.seed": base_seed}, read_metrics_dir(str(metrics_dir)))
+    return [base] + [
+        seed_column(base, s, read_metrics_dir(str(Path(seeds_dir) / f"s{s}" / "metrics"))) for s in extra_seeds
+    ]
+
+
+def paired_section(runs: Sequence[Any]) -> str:
+    """The claims judged on paired training seeds (:mod:`oacl.claims`), with each model's mean ± s.e."""
+    from oacl.claims import model_table, paired_claims
+
+    seeds = ", ".join(str(r.params["pretrain.seed"]) for r in runs)
+    if len(runs) < 2:
+        return (
+            f"## Paired seeds\n\nOne training seed ({seeds}). With `extra_seeds` in params.yaml "
+            "(`dvc exp run -S 'extra_seeds=[1,2]'`) each claim is also judged on the paired differences "
+            "between seeds."
+        )
+    rows = [[c.text, c.measured, f"**{c.verdict}**"] for c in paired_claims(runs)]
+    return (
+        f"## Paired seeds\n\nTraining seeds {seeds}: each vanilla model and its debiased twins share a seed. "
+        "A claim holds when the mean paired difference (debiased − vanilla) lies beyond 2 s.e. over seeds "
+        "in the claimed direction (a debiased model also beyond the random-init control, which every seed "
+        "shares).\n\n" + "\n".join(model_table(runs)) + "\n\n" + _table(["claim", "measured", "verdict"], rows)
+    )
+
+
 def render(
     m: Mapping[str, Any],
     *,
     title: str = "Object-aware contrastive learning — report",
     figures: Figures | None = None,
     data_source: str | None = None,
+    seeds: Sequence[Any] = (),
 ) -> str:
     """The whole report as Markdown: the five-line summary, the claims, then one section per paper table.
 
     ``figures``: where the other stages' pictures are (:class:`Figures`); None leaves them out.
+    ``seeds``: the runs of :func:`seed_runs`; given, the claims on paired seeds follow the claims.
     """
     cl = claims(m)
     sections = [
         f"# {title}",
         "\n".join(f"- {line}" for line in run_summary(m, data_source=data_source, cl=cl)),
         claims_section(cl),
+        *([paired_section(seeds)] if seeds else []),
         localization_section(m, figures),
         lineval_section(m, figures),
         detection_section(m, figures),
@@ -747,14 +785,23 @@ def render(
     return "\n\n".join(sections) + "\n"
 
 
-def summary(m: Mapping[str, Any]) -> dict[str, Any]:
-    """The headline for ``dvc metrics``: how many claims hold, and the stages' recorded wall time."""
+def summary(m: Mapping[str, Any], seeds: Sequence[Any] = ()) -> dict[str, Any]:
+    """The headline for ``dvc metrics``: how many claims hold, and the stages' recorded wall time; with
+    two or more ``seeds`` (:func:`seed_runs`) also how many claims hold on the paired seeds."""
     cl = claims(m)
-    return {
+    out = {
         "claims_hold": sum(c.verdict == "holds" for c in cl),
         "claims_checked": sum(c.verdict != "n/a" for c in cl),
         "wall_minutes": round(sum(stage_seconds(m).values()) / 60.0, 1),
     }
+    if len(seeds) >= 2:
+        from oacl.claims import paired_claims
+
+        paired = paired_claims(seeds)
+        out["seeds"] = len(seeds)
+        out["paired_claims_hold"] = sum(c.verdict == "holds" for c in paired)
+        out["paired_claims_checked"] = sum(c.verdict != "n/a" for c in paired)
+    return out
 
 
 def status(m: Mapping[str, Any], *, data_source: str | None = None) -> str:
