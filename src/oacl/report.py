@@ -730,7 +730,9 @@ def seed_runs(metrics_dir: str | Path, seeds_dir: str | Path, base_seed: int, ex
     from oacl.claims import read_metrics_dir, seed_column
     from oacl.exps import Column
 
-    base = Column(f"seed {base_seed}", {"pretrain.seed": base_seed}, read_metrics_dir(str(metrics_dir)))
+    own = read_metrics_dir(str(metrics_dir))
+    base_metrics = {k: v for k, v in own.items() if not k.startswith("report.json:")}  # not this stage's last output
+    base = Column(f"seed {base_seed}", {"pretrain.seed": base_seed}, base_metrics)
     return [base] + [
         seed_column(base, s, read_metrics_dir(str(Path(seeds_dir) / f"s{s}" / "metrics"))) for s in extra_seeds
     ]
