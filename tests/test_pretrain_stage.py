@@ -58,7 +58,7 @@ def _params_file(tmp_path: Path, data_root: Path, extra: dict | None = None) -> 
     return path
 
 
-def _run_stage(params: Path, out: Path, method: str = "moco") -> subprocess.CompletedProcess:
+def _run_stage(params: Path, out: Path, method: str = "moco", *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [
@@ -70,6 +70,7 @@ def _run_stage(params: Path, out: Path, method: str = "moco") -> subprocess.Comp
             str(params),
             "--out-dir",
             str(out),
+            *extra,
         ],
         cwd=REPO,
         env=env,
@@ -99,6 +100,28 @@ def test_stage_writes_everything(tmp_path: Path, data_root: Path) -> None:
     assert len(loss_rows) == 1 + 2  # header + one row per epoch
     assert (paths.plots_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert not (paths.cache_dir / "last.pt").exists()  # removed once the outputs are written
+
+
+def test_seed_flag_trains_as_the_seed_param_does(tmp_path: Path, data_root: Path) -> None:
+    """``--seed 3`` (an ``extra_seeds`` stage) gives the weights that ``pretrain.seed: 3`` gives, not seed 0's."""
+
+    def weights(out: Path) -> dict:
+        return torch.load(PretrainPaths.under(out, "byol").model_dir / "checkpoint.pt", weights_only=True)["model"]
+
+    for d in "abc":
+        (tmp_path / d).mkdir()
+    runs = {
+        "flag": (_params_file(tmp_path / "a", data_root, {"extra_seeds": [3]}), ("--seed", "3")),
+        "param": (_params_file(tmp_path / "b", data_root, {"pretrain": {"seed": 3}}), ()),
+        "seed0": (_params_file(tmp_path / "c", data_root), ()),
+    }
+    for name, (params, extra) in runs.items():
+        proc = _run_stage(params, tmp_path / name, "byol", *extra)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    flag, param, seed0 = (weights(tmp_path / name) for name in runs)
+    assert flag.keys() == param.keys()
+    assert all(torch.equal(flag[k], param[k]) for k in flag)
+    assert not all(torch.equal(flag[k], seed0[k]) for k in flag)
 
 
 def test_killed_run_resumes(tmp_path: Path, data_root: Path) -> None:
