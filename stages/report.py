@@ -47,7 +47,7 @@ def main(params: Params, args: argparse.Namespace) -> None:
     text = report.render(metrics, figures=figures, data_source=params.data.source, seeds=seeds)
     with atomic_path(args.out) as tmp:
         tmp.write_text(text)
-    summary = report.summary(metrics, seeds)
+    summary = report.summary(metrics, seeds, report.seeds_seconds(args.seeds_dir, params.extra_seeds))
     write_json(args.summary, summary)
     log.info(
         "report: %d metrics files, %d of %d claims hold -> %s",

@@ -221,9 +221,13 @@ def test_cli_reads_a_folder_with_extra_seeds_as_paired_runs(tmp_path):
 
     states = [shown()[0], *(e["revs"][0] for e in shown()[1]["experiments"])]
     stages: dict = {}
+    # the report stage records the extra seeds' stage minutes beside the base run's own
+    states[0]["data"]["metrics"]["artifacts/metrics/report.json"]["data"]["seeds_wall_minutes"] = 70.0
     _write_run(tmp_path, "artifacts/metrics", states[0], stages)
-    for seed in (1, 2):  # no random-init control of their own
-        _write_run(tmp_path, f"artifacts/seeds/s{seed}/metrics", states[seed], stages, skip=("lineval-random",))
+    for seed in (1, 2):  # no random-init control and no report of their own
+        _write_run(
+            tmp_path, f"artifacts/seeds/s{seed}/metrics", states[seed], stages, skip=("lineval-random", "report")
+        )
     params = dict(states[0]["data"]["params"]["params.yaml"]["data"], extra_seeds=[1, 2])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
@@ -231,6 +235,7 @@ def test_cli_reads_a_folder_with_extra_seeds_as_paired_runs(tmp_path):
     assert claims.main(["--dirs", str(tmp_path), "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["seeds"] == [0, 1, 2]
+    assert doc["wall_s"] == 60.0 * (40.0 + 70.0)  # the base run's stages and its extra seeds
     runs = claims.by_seed(exps.columns(shown()))
     assert doc["claims"] == [c.as_dict() for c in claims.paired_claims(list(runs.values()))]
     by_text = {c["text"]: c for c in doc["claims"]}

@@ -251,6 +251,9 @@ def test_extra_seeds_are_judged_on_paired_differences(tmp_path, metrics):
     # crops top-1 per seed (base, 1, 2): MoCo +10 / +8 / +9 with OA-Crop; BYOL +1 / -1 / +2
     per_seed = {1: {"moco": (61.0, 69.0), "byol": (60.0, 59.0)}, 2: {"moco": (59.0, 68.0), "byol": (60.0, 62.0)}}
     for seed, models in per_seed.items():
+        write_results(
+            seeds / f"s{seed}" / "metrics" / "pretrain-moco.json", {"final_loss": 6.0, "seconds": 60.0 * seed}
+        )
         for m, (vanilla, oacrop) in models.items():
             write_results(seeds / f"s{seed}" / "metrics" / f"lineval-{m}.json", lineval(vanilla, 40.0))
             write_results(seeds / f"s{seed}" / "metrics" / f"lineval-{m}-oacrop.json", lineval(oacrop, 40.0))
@@ -283,6 +286,7 @@ def test_extra_seeds_are_judged_on_paired_differences(tmp_path, metrics):
     s = json.loads(summary.read_text())
     assert (s["seeds"], s["paired_claims_hold"]) == (3, 3)  # moco's gain, and both OA-Crop models above random
     assert s["paired_claims_checked"] == 4
+    assert s["seeds_wall_minutes"] == 3.0  # the seeds' stages: 1 + 2 min
 
 
 def test_one_training_seed_says_how_to_add_more(metrics):

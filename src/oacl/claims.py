@@ -300,8 +300,9 @@ def to_json(
     runs: Mapping[int, Column], claims: Sequence[PairedClaim], command: str, wall_s: float | None = None
 ) -> dict[str, Any]:
     """The claims file: the command that produced the runs, the seeds, and ``wall_s`` (default: the
-    stages' wall seconds from each run's ``report.json``, summed)."""
-    minutes = [c.metrics.get("report.json:wall_minutes") for c in runs.values()]
+    stages' wall seconds from each run's ``report.json``, its extra seeds' included, summed)."""
+    keys = ("report.json:wall_minutes", "report.json:seeds_wall_minutes")
+    minutes = [c.metrics.get(k) for c in runs.values() for k in keys]
     wall = wall_s if wall_s is not None else sum(60.0 * m for m in minutes if isinstance(m, (int, float)))
     return {
         "command": command,

@@ -40,6 +40,7 @@ __all__ = [
     "render",
     "run_summary",
     "seed_runs",
+    "seeds_seconds",
     "paired_section",
     "stage_seconds",
     "status",
@@ -787,9 +788,15 @@ def render(
     return "\n\n".join(sections) + "\n"
 
 
-def summary(m: Mapping[str, Any], seeds: Sequence[Any] = ()) -> dict[str, Any]:
+def seeds_seconds(seeds_dir: str | Path, extra_seeds: Sequence[int]) -> float:
+    """Wall seconds the extra seeds' stages recorded (:func:`stage_seconds` of each ``s<seed>/metrics``)."""
+    return sum(sum(stage_seconds(load_metrics(Path(seeds_dir) / f"s{s}" / "metrics")).values()) for s in extra_seeds)
+
+
+def summary(m: Mapping[str, Any], seeds: Sequence[Any] = (), seeds_seconds: float = 0.0) -> dict[str, Any]:
     """The headline for ``dvc metrics``: how many claims hold, and the stages' recorded wall time; with
-    two or more ``seeds`` (:func:`seed_runs`) also how many claims hold on the paired seeds."""
+    two or more ``seeds`` (:func:`seed_runs`) also how many claims hold on the paired seeds, and the
+    extra seeds' stage time (``seeds_seconds``) as ``seeds_wall_minutes``."""
     cl = claims(m)
     out = {
         "claims_hold": sum(c.verdict == "holds" for c in cl),
@@ -803,6 +810,7 @@ def summary(m: Mapping[str, Any], seeds: Sequence[Any] = ()) -> dict[str, Any]:
         out["seeds"] = len(seeds)
         out["paired_claims_hold"] = sum(c.verdict == "holds" for c in paired)
         out["paired_claims_checked"] = sum(c.verdict != "n/a" for c in paired)
+        out["seeds_wall_minutes"] = round(seeds_seconds / 60.0, 1)
     return out
 
 
