@@ -1,8 +1,8 @@
 """Paired training seeds in separate project folders, for the claims on paired seeds (issue 18).
 
 ``extra_seeds`` in params.yaml (the per-seed stages of ``dvc.yaml``) is the plain way to get paired
-seeds of the whole DAG. When only part of the DAG is worth rerunning per seed (one method, the
-oracle variants), or the seeds' runs should not share one folder, an experiment run on targets
+seeds of the whole DAG. When only part of the DAG is worth rerunning per seed (one method), or a
+part ``extra_seeds`` does not repeat (the oracle variants), an experiment run on targets
 keeps the other stages' metrics of the base seed in its commit, and ``dvc exp show`` cannot tell
 them apart. This script makes one copy of the project folder per seed instead — the workspace
 with its outputs, sharing this project's DVC cache, so what a seed has in common with the others is
