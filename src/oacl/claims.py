@@ -112,13 +112,13 @@ def seed_column(base: Column, seed: int, metrics: Mapping[str, Any], seed_param:
     return Column(f"{base.label} seed {seed}", {**base.params, seed_param: seed}, {**control, **metrics})
 
 
-def with_extra_seeds(base: Column, root: str = ".", seed_param: str = "pretrain.seed") -> list[Column]:
-    """``base`` (:func:`oacl.exps.workspace` of the folder ``root``) and one column per entry of its
-    ``extra_seeds``, each with the metrics under ``artifacts/seeds/s<seed>/metrics`` that the folder's
-    ``dvc.lock`` shows current."""
-    seeds = base.params.get("extra_seeds") or []
+def with_extra_seeds(root: str, seed_param: str = "pretrain.seed") -> list[Column]:
+    """The project folder ``root`` as :func:`oacl.exps.workspace` reads it, and one column per entry of
+    its ``extra_seeds``, each with the metrics under ``artifacts/seeds/s<seed>/metrics`` that the
+    folder's ``dvc.lock`` shows current."""
+    base = workspace(root)
     out = [base]
-    for seed in seeds:
+    for seed in base.params.get("extra_seeds") or []:
         ws = workspace(root, metrics_dir=f"{SEEDS_DIR}/s{seed}/metrics")
         out.append(seed_column(base, int(seed), ws.metrics, seed_param))
     return out
@@ -416,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.dirs:
-            cols = [c for d in args.dirs for c in with_extra_seeds(workspace(d), d, args.seed_param)]
+            cols = [c for d in args.dirs for c in with_extra_seeds(d, args.seed_param)]
         else:
             shown = load_shown(args.source, passthrough, "oacl.claims")
             if shown is None:
