@@ -225,6 +225,81 @@ def test_each_extra_seed_stage_runs_its_base_stage_with_the_same_code() -> None:
     assert "--seed 2" in stages["retrain-seed-pmix@2-byol-bgmix"]["cmd"]
 
 
+# --------------------------------------------------------------------------------- data deps
+
+# What each reader of oacl.data.source opens on the embedded benchmark, relative to data.root; "<set>"
+# is the set a stage's cmd names with --dataset, else both. A new reader must be entered here.
+READS: dict[str, list[str]] = {
+    "train_set": ["<set>/train.h5"],
+    "stored_side": ["<set>/train.h5"],
+    "knn_files": ["multi/crops_train.h5", "multi/crops_val.h5", "single/train.h5", "single/val.h5"],
+    "crops_splits": ["multi/crops_train.h5", "multi/crops_val.h5", "multi/crops_test.h5"],
+    "original_splits": ["single/train.h5", "single/val.h5", "single/original.h5"],
+    "bg_sources": ["single"],  # every Background Challenge variant file present
+    "shift_sources": ["shift"],  # every shift set present
+    "detection_files": [
+        "multi/instances_train.json",
+        "multi/train.h5",
+        "multi/instances_test.json",
+        "multi/test.h5",
+    ],
+    "benchmark_record": ["benchmark.json"],
+}
+NOT_READERS = {"ImageSource"}  # names of oacl.data.source that open no file
+TRAINING = ("pretrain", "contracam", "retrain")  # their -seed twins too
+
+
+def source_readers(root: Path, script: Path) -> set[str]:
+    """Names imported from ``oacl.data.source`` anywhere in the import closure of ``script``."""
+    names: set[str] = set()
+    for f in closure(root, script):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.ImportFrom) and node.module == "oacl.data.source":
+                names |= {a.name for a in node.names}
+    return names - NOT_READERS
+
+
+def data_reads(root: Path, stage: dict[str, Any], data_root: str) -> set[str]:
+    """The data files (or folders) a stage's code opens, from the readers its closure imports."""
+    script = root / SCRIPT.search(stage["cmd"]).group(1)
+    m = re.search(r"--dataset (\w+)", stage["cmd"])
+    sets = [m.group(1)] if m else ["multi", "single"]
+    out: set[str] = set()
+    for name in source_readers(root, script):
+        assert name in READS, f"{script.name} reads data through oacl.data.source.{name}: add it to READS"
+        for rel in READS[name]:
+            out |= {f"{data_root}/{rel.replace('<set>', s)}" for s in sets}
+    return out
+
+
+def test_the_reader_table_names_the_files_the_readers_resolve() -> None:
+    from oacl.config import DataConfig
+    from oacl.data.source import benchmark_record, detection_files, knn_files
+
+    data = DataConfig(root="d")
+    files = [p for part in ("multi", "single") for p in knn_files(data, part)[1:]]
+    assert [p.as_posix() for p in files] == [f"d/{r}" for r in READS["knn_files"]]
+    assert [p.as_posix() for p in vars(detection_files(data)).values()] == [f"d/{r}" for r in READS["detection_files"]]
+    assert benchmark_record(data).as_posix() == f"d/{READS['benchmark_record'][0]}"
+
+
+def test_every_stage_depends_on_the_data_it_reads_and_training_on_no_test_split() -> None:
+    """A stage's data deps cover every file its code opens; a training stage lists those files and nothing
+    else, so that a larger test split (params.claims.yaml) reruns the evaluations and no training."""
+    data_root = yaml.safe_load((REPO / "params.yaml").read_text())["data"]["root"]
+    stages = expand_stages(REPO)
+    for name, stage in stages.items():
+        if name == "generate":
+            continue
+        reads = data_reads(REPO, stage, data_root)
+        deps = [d.rstrip("/") for d in stage["deps"] if d == data_root or d.startswith(data_root + "/")]
+        missing = sorted(f for f in reads if not any(f == d or f.startswith(d + "/") for d in deps))
+        assert not missing, f"{name} reads {missing} without a dep on them"
+        if name.split("@")[0].split("-seed")[0] in TRAINING:
+            assert reads and set(deps) == reads, (name, sorted(set(deps) ^ reads))
+    assert {f for f in data_reads(REPO, stages["contracam@single"], "d")} == {"d/single/train.h5"}
+
+
 def _copy_project(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()

@@ -175,6 +175,21 @@ def test_an_extra_seed_trains_and_evaluates_a_paired_run(project, tmp_path):
     assert ran == bgmix | {"report"}, sorted(ran ^ (bgmix | {"report"}))
 
 
+def test_larger_test_splits_rerun_the_evaluations_and_no_training(project, tmp_path):
+    """The training stages depend on the training files alone (tests/test_deps.py), which stay byte for
+    byte the same when a test split grows: DVC reruns the probes, shift tests, fine-tunes and report only."""
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy, symlinks=True)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["data"]["benchmark"]["single"]["test"] += 8
+    params["data"]["benchmark"]["multi"]["test"] += 8
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(dvc(copy, "repro", "generate")) == {"generate"}
+    status = json.loads(dvc(copy, "status", "--json").stdout)
+    # the report reads generate's record, and then the new evaluations
+    assert {name.split("@")[0] for name in status} == {"lineval", "shift", "detect", "report"}, sorted(status)
+
+
 @pytest.mark.parametrize(
     ("changed", "expected"),
     [
