@@ -20,19 +20,13 @@ The project folder itself is the base seed's run (``dvc repro`` there first). Ea
 
 ``--models M …`` stands for the targets ``lineval@M shift@M`` of each model, and ``--enable V …``
 switches on, in each copy's ``dvc.yaml`` only, the optional retrain variants that the project's
-``dvc.yaml`` leaves commented out (the oracles ``moco-oacrop_gt`` and ``moco-hardmix_gt``, the
-``hardmix`` / ``mixup`` / ``cutmix`` comparisons): the retrain entry is uncommented and the model is
-added to ``eval_models``. ``--overlay F`` sets every key of the params overlay ``F`` in each copy's
+``dvc.yaml`` leaves commented out (the ``hardmix`` / ``mixup`` / ``cutmix`` comparisons; the oracles
+are the params ``oracles``): the retrain entry is uncommented and the model is added to
+``eval_models``. ``--overlay F`` sets every key of the params overlay ``F`` in each copy's
 ``params.yaml`` (comments kept; checked against ``oacl.config`` before any copy is made), and
 ``--claims J --claims-md M``, once every seed's run has succeeded, judges the claims on the copies as
-``python -m oacl.claims --dirs`` does. The claims profile — every claim of ``oacl.claims``, oracles
-included, on three paired seeds, on the test splits of ``params.claims.yaml`` — is then one command::
-
-    PYTHONPATH=src python benchmarks/paired_seeds.py --seeds 0 1 2 --root ../claims \\
-        --overlay params.claims.yaml --enable moco-oacrop_gt moco-hardmix_gt \\
-        --models random moco moco-oacrop moco-bgmix moco-oacrop_gt moco-hardmix_gt \\
-                 byol byol-oacrop byol-bgmix \\
-        --claims docs/results/claims.json --claims-md docs/results/claims.md
+``python -m oacl.claims --dirs`` does. (The claims profile, ``params.claims.yaml``, runs its seeds in
+one project with ``extra_seeds``: README, "The claims profile".)
 
 ``--param`` sets another param instead: a curve against ``pmix`` from one seed's folder (copies
 ``pmix0.2``, ``pmix0.6``, ...), read by ``python -m oacl.exps --dirs … --curve pmix``::
@@ -115,6 +109,8 @@ def overlay_leaves(params_file: Path, overlay_file: Path, param: str) -> list[tu
     for key, _ in leaves:
         if key == param or key.startswith(f"{param}.") or param.startswith(f"{key}."):
             raise ValueError(f"{overlay_file}: sets {key!r}, the param each copy sets to its own value")
+        if key == "extra_seeds" and param == "pretrain.seed":
+            raise ValueError(f"{overlay_file}: sets 'extra_seeds', but each copy is one seed (run it in one project)")
         if lookup(base, key) is MISSING:
             raise ValueError(f"{overlay_file}: {params_file} has no {key!r}")
     try:

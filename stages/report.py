@@ -34,20 +34,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--summary", default="artifacts/metrics/report.json")
     p.add_argument("--plots", default="artifacts/plots/report")
     p.add_argument("--figures", default="artifacts/plots", help="the stages' pictures, linked from the report")
-    p.add_argument("--seeds-dir", default="artifacts/seeds", help="the extra_seeds runs, s<seed>/metrics/*.json")
+    p.add_argument(
+        "--seeds-dir", default="artifacts/seeds", help="the extra_seeds runs and oracles, s<seed>/metrics/*.json"
+    )
     return p.parse_args(argv)
 
 
 def main(params: Params, args: argparse.Namespace) -> None:
     metrics = report.load_metrics(args.metrics_dir)
-    seeds = report.seed_runs(args.metrics_dir, args.seeds_dir, params.pretrain.seed, params.extra_seeds)
+    seed, extra, oracles = params.pretrain.seed, params.extra_seeds, params.oracles
+    seeds = report.seed_runs(args.metrics_dir, args.seeds_dir, seed, extra, oracles)
     with atomic_dir(args.plots) as tmp:  # first: the report links these charts
         report.write_charts(metrics, tmp)
     figures = report.Figures(Path(args.figures), Path(args.out).parent)
     text = report.render(metrics, figures=figures, data_source=params.data.source, seeds=seeds)
     with atomic_path(args.out) as tmp:
         tmp.write_text(text)
-    summary = report.summary(metrics, seeds, report.seeds_seconds(args.seeds_dir, params.extra_seeds))
+    summary = report.summary(metrics, seeds, report.seeds_seconds(args.seeds_dir, extra, seed, oracles))
     write_json(args.summary, summary)
     log.info(
         "report: %d metrics files, %d of %d claims hold -> %s",

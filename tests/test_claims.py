@@ -228,7 +228,7 @@ def test_cli_reads_a_folder_with_extra_seeds_as_paired_runs(tmp_path):
         _write_run(
             tmp_path, f"artifacts/seeds/s{seed}/metrics", states[seed], stages, skip=("lineval-random", "report")
         )
-    params = dict(states[0]["data"]["params"]["params.yaml"]["data"], extra_seeds=[1, 2])
+    params = dict(states[0]["data"]["params"]["params.yaml"]["data"], extra_seeds=[1, 2], oracles=["moco"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
     out = tmp_path / "claims.json"
@@ -245,3 +245,17 @@ def test_cli_reads_a_folder_with_extra_seeds_as_paired_runs(tmp_path):
     assert claims.main(["--dirs", str(tmp_path), "--out", str(out)]) == 0
     by_text = {c["text"]: c for c in json.loads(out.read_text())["claims"]}
     assert by_text["OA-Crop (ContraCAM boxes) improves the object-crop probe (moco)"]["verdict"] == "n/a"
+    # the base seed's oracles (params `oracles`) live in artifacts/seeds/s<pretrain.seed>/ and join its run
+    oracle = {"data": {"crops": {"top1": 71.0}}}
+    _write_run(
+        tmp_path, "artifacts/seeds/s0/metrics", {"data": {"metrics": {"x/lineval-moco-oacrop_gt.json": oracle}}}, stages
+    )
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+    key = "lineval-moco-oacrop_gt.json:crops.top1"
+    base, *extra = claims.with_extra_seeds(str(tmp_path))
+    assert base.metrics[key] == 71.0 and [c.metrics[key] for c in extra] == [
+        states[s]["data"]["metrics"]["artifacts/metrics/lineval-moco-oacrop_gt.json"]["data"]["crops"]["top1"]
+        for s in (1, 2)
+    ]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "oracles": []}))  # left behind: not read
+    assert not [key for c in claims.with_extra_seeds(str(tmp_path))[1:] if key in c.metrics]

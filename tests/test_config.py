@@ -64,6 +64,8 @@ def test_int_accepted_where_float_expected(tmp_path):
         ({"extra_seeds": [0]}, "'extra_seeds' repeats seed 0 (pretrain.seed)"),
         ({"extra_seeds": [1, 2, 1]}, "'extra_seeds' repeats seed 1 (another entry)"),
         ({"extra_seeds": [3], "pretrain": {"seed": 3}}, "'extra_seeds' repeats seed 3 (pretrain.seed)"),
+        ({"oracles": ["moco", "simclr"]}, "'oracles[1]' = 'simclr' is not one of ['moco', 'byol']"),
+        ({"oracles": ["byol", "byol"]}, "'oracles' lists a method twice: ['byol', 'byol']"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, raw, culprit):

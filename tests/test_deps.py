@@ -93,10 +93,11 @@ def _lookup(context: dict[str, Any], dotted: str) -> Any:
 def expand_stages(root: Path, **params: Any) -> dict[str, dict[str, Any]]:
     """Stage name → {"cmd", "deps"} with ``foreach`` and ``matrix`` expanded and ``${...}`` resolved from
     vars, params and the item. ``params`` override params.yaml's top-level values; by default
-    ``extra_seeds`` = [1], so that the per-seed stages (empty by default) are checked too."""
+    ``extra_seeds`` = [1] and ``oracles`` = [moco], so that the per-seed and oracle stages (none by
+    default) are checked too."""
     spec = yaml.safe_load((root / "dvc.yaml").read_text())
     context: dict[str, Any] = dict(yaml.safe_load((root / "params.yaml").read_text()))
-    context.update({"extra_seeds": [1], **params})
+    context.update({"extra_seeds": [1], "oracles": ["moco"], **params})
     for block in spec.get("vars", []):
         context.update(block)
 
@@ -207,7 +208,7 @@ def test_closures_are_narrow() -> None:
 def test_each_extra_seed_stage_runs_its_base_stage_with_the_same_code() -> None:
     """``extra_seeds`` stages (``pretrain-seed@1-moco``, ``lineval-seed-retrain@1-moco-bgmix``, ...) run
     the script of their base stage with the same code deps, the seed's own inputs, and no seed twice."""
-    stages = expand_stages(REPO, extra_seeds=[1, 2])
+    stages = expand_stages(REPO, extra_seeds=[1, 2], oracles=[])
     assert not [n for n in expand_stages(REPO, extra_seeds=[]) if "-seed" in n.split("@")[0]]
     seeded = {n: s for n, s in stages.items() if "-seed" in n.split("@")[0]}
     bases = {"pretrain", "contracam", "retrain", "lineval", "shift", "detect"}
@@ -223,6 +224,34 @@ def test_each_extra_seed_stage_runs_its_base_stage_with_the_same_code() -> None:
         inputs = [d for d in stage["deps"] if d.startswith("artifacts/") and not d.startswith("artifacts/imported")]
         assert all(d.startswith(f"artifacts/seeds/s{seed}/") for d in inputs), (name, inputs)
     assert "--seed 2" in stages["retrain-seed-pmix@2-byol-bgmix"]["cmd"]
+
+
+def test_the_oracle_stages_run_their_family_with_the_same_code_from_the_data_alone() -> None:
+    """``oracles`` adds, per method listed, OA-Crop with true boxes and BG-HardMix with true masks and
+    their probes and shift tests: for pretrain.seed (its ``s<seed>/``, no --seed) and for each extra seed."""
+    assert not [n for n in expand_stages(REPO, oracles=[]) if "-oracle" in n]
+    stages = expand_stages(REPO, extra_seeds=[2], oracles=["moco", "byol"])
+    oracle = {n: s for n, s in stages.items() if "-oracle" in n}
+    expected = {
+        f"{family}{seed}-oracle@{prefix}{m}-{d}"
+        for family in ("retrain", "lineval", "shift")
+        for seed, prefix in (("", ""), ("-seed", "2-"))
+        for m in ("moco", "byol")
+        for d in ("oacrop_gt", "hardmix_gt")
+    }
+    assert set(oracle) == expected
+    for name, stage in oracle.items():
+        family = name.split("-")[0]
+        base = stages[f"{family}@moco-oacrop"]
+        code = sorted(d for d in stage["deps"] if d.startswith(("src/", "stages/")))
+        assert code == sorted(d for d in base["deps"] if d.startswith(("src/", "stages/"))), name
+        seed = "2" if "-seed-" in name else "0"
+        assert f"--out-dir artifacts/seeds/s{seed}" in stage["cmd"], name
+        assert ("--seed 2" in stage["cmd"]) == (seed == "2" and family == "retrain"), name
+        inputs = [d for d in stage["deps"] if d.startswith("artifacts/")]
+        assert all(d.startswith(f"artifacts/seeds/s{seed}/") for d in inputs), (name, inputs)
+        assert not [d for d in inputs if "/cam/" in d] and (family == "retrain") == (not inputs), name
+    assert "--debias hardmix_gt" in stages["retrain-oracle@byol-hardmix_gt"]["cmd"]
 
 
 # --------------------------------------------------------------------------------- data deps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -101,25 +102,25 @@ def test_a_copy_of_a_copy_shares_the_cache_its_project_uses(tmp_path):
 DVC_YAML = Path(__file__).resolve().parents[1] / "dvc.yaml"
 
 
-def test_enable_uncomments_the_oracles_and_adds_them_to_eval_models(tmp_path):
+def test_enable_uncomments_the_comparisons_and_adds_them_to_eval_models(tmp_path):
     """On the project's own dvc.yaml: two retrain entries and two eval models more, nothing else changed."""
     f = tmp_path / "dvc.yaml"
     shutil.copy(DVC_YAML, f)
     before = yaml.safe_load(f.read_text())
-    paired_seeds.enable_variants(f, ["moco-oacrop_gt", "moco-hardmix_gt"])
+    paired_seeds.enable_variants(f, ["moco-mixup", "moco-hardmix"])
     after = yaml.safe_load(f.read_text())
     retrain = after["stages"]["retrain"]["foreach"]
-    assert set(retrain) - set(before["stages"]["retrain"]["foreach"]) == {"moco-oacrop_gt", "moco-hardmix_gt"}
-    assert retrain["moco-oacrop_gt"] == {
+    assert set(retrain) - set(before["stages"]["retrain"]["foreach"]) == {"moco-mixup", "moco-hardmix"}
+    assert retrain["moco-mixup"] == {
         "method": "moco",
-        "debias": "oacrop_gt",
-        "extra": "retrain.oacrop_gt",
+        "debias": "mixup",
+        "extra": "retrain.mixup",
         "cam_multi": "stages/retrain.py",
         "cam_single": "stages/retrain.py",
     }
     models = after["vars"][0]["eval_models"]
-    assert list(models)[-2:] == ["moco-oacrop_gt", "moco-hardmix_gt"]
-    assert models["moco-hardmix_gt"] == {"backbone": "artifacts/models/retrain-moco-hardmix_gt/backbone.pt"}
+    assert list(models)[-2:] == ["moco-mixup", "moco-hardmix"]
+    assert models["moco-hardmix"] == {"backbone": "artifacts/models/retrain-moco-hardmix/backbone.pt"}
     for doc in (before, after):
         del doc["stages"]["retrain"]["foreach"]
         del doc["vars"][0]["eval_models"]
@@ -130,9 +131,9 @@ def test_enable_refuses_a_variant_not_offered_and_writes_nothing(tmp_path):
     f = tmp_path / "dvc.yaml"
     shutil.copy(DVC_YAML, f)
     text = f.read_text()
-    for name in ("moco-oacrop", "moco-oacrop-gt"):  # enabled already; a typo
-        with pytest.raises(ValueError, match=f"no commented retrain variant '{name}'.*moco-hardmix_gt"):
-            paired_seeds.enable_variants(f, ["moco-hardmix_gt", name])
+    for name in ("moco-oacrop", "moco-mix-up", "moco-oacrop_gt"):  # enabled already; a typo; params `oracles`
+        with pytest.raises(ValueError, match=f"no commented retrain variant '{name}'.*moco-mixup"):
+            paired_seeds.enable_variants(f, ["moco-hardmix", name])
         assert f.read_text() == text
 
 
@@ -149,7 +150,7 @@ def test_dvc_reads_the_enabled_variants_as_stages(tmp_path):
     shutil.copy(DVC_YAML, tmp_path / "dvc.yaml")
     shutil.copy(DVC_YAML.parent / "params.yaml", tmp_path / "params.yaml")
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    paired_seeds.enable_variants(tmp_path / "dvc.yaml", ["moco-hardmix_gt"])
+    paired_seeds.enable_variants(tmp_path / "dvc.yaml", ["moco-hardmix"])
     out = subprocess.run(
         [sys.executable, "-m", "dvc", "stage", "list", "--name-only"],
         cwd=tmp_path,
@@ -158,8 +159,8 @@ def test_dvc_reads_the_enabled_variants_as_stages(tmp_path):
         check=True,
     )
     stages = set(out.stdout.split())
-    assert {"retrain@moco-hardmix_gt", "lineval@moco-hardmix_gt", "shift@moco-hardmix_gt"} <= stages
-    assert "retrain@moco-oacrop_gt" not in stages and "lineval@moco-oacrop_gt" not in stages
+    assert {"retrain@moco-hardmix", "lineval@moco-hardmix", "shift@moco-hardmix"} <= stages
+    assert "retrain@moco-mixup" not in stages and "lineval@moco-mixup" not in stages
 
 
 def test_a_variant_not_offered_stops_the_run_before_any_copy(tmp_path, capsys):
@@ -234,6 +235,7 @@ def test_the_profile_in_one_command_overlay_seeds_and_claims(tmp_path):
     ("text", "message"),
     [
         ("pretrain: {seed: 3}\n", "sets 'pretrain.seed', the param each copy sets"),
+        ("extra_seeds: [1, 2]\n", "sets 'extra_seeds', but each copy is one seed"),
         ("data: {benchmark: {single: {tset: 3}}}\n", "has no 'data.benchmark.single.tset'"),
         ("pmix: 1.5\n", "'pmix' = 1.5 is out of range"),
         ("- pmix\n", "not a mapping of params"),
@@ -256,12 +258,15 @@ def test_a_bad_overlay_stops_the_run_before_any_copy(tmp_path, capsys, text, mes
     assert not root.exists()
 
 
-def test_the_claims_overlay_changes_test_splits_and_detection_only():
-    """params.claims.yaml: valid against params.yaml; test-split sizes and detection only, no training param."""
+def test_the_claims_overlay_adds_seeds_oracles_test_images_and_detection_steps_only():
+    """params.claims.yaml: valid against params.yaml; seeds, oracles, test-split sizes and detection, no
+    param of the default's training (whose models it reuses)."""
     leaves = paired_seeds.overlay_leaves(
-        DVC_YAML.parent / "params.yaml", DVC_YAML.parent / "params.claims.yaml", "pretrain.seed"
+        DVC_YAML.parent / "params.yaml", DVC_YAML.parent / "params.claims.yaml", "pmix"
     )
     assert dict(leaves) == {
+        "extra_seeds": [1, 2],
+        "oracles": ["moco"],
         "data.benchmark.multi.test": 2400,
         "data.benchmark.single.test": 4000,
         "detect.steps": 400,
@@ -274,3 +279,15 @@ def test_claims_need_paired_training_seeds(tmp_path, capsys):
     with pytest.raises(SystemExit):
         paired_seeds.main([*argv, "--claims", str(tmp_path / "claims.json")])
     assert "--claims judges paired training seeds" in capsys.readouterr().err
+
+
+def test_the_readme_claims_command_sets_exactly_the_claims_overlay():
+    """The README's `dvc exp run` for the claims profile and params.claims.yaml say the same."""
+    text = (DVC_YAML.parent / "README.md").read_text()
+    start = text.index("dvc exp run -n claims ")
+    command = text[start : text.index("\n", text.index("\n", start) + 1)].replace("\\\n", " ")
+    settings = dict(f.split("=", 1) for f in re.findall(r"-S '?([^' ]+)'?", command))
+    leaves = paired_seeds.overlay_leaves(
+        DVC_YAML.parent / "params.yaml", DVC_YAML.parent / "params.claims.yaml", "pmix"
+    )
+    assert {k: yaml.safe_load(v) for k, v in settings.items()} == dict(leaves)

@@ -132,12 +132,13 @@ def _set_param(project: Path, key: str, value: Any) -> None:
 
 
 def test_an_extra_seed_trains_and_evaluates_a_paired_run(project, tmp_path):
-    """``extra_seeds: [1]`` runs seed 1's training and evaluation stages and the report, nothing of seed 0;
-    the report judges the claims on the two paired seeds; then a pmix change reruns the bgmix branch of
-    each seed and nothing else."""
+    """``extra_seeds: [1]`` and ``oracles: [moco]`` run seed 1's training and evaluation stages, MoCo's
+    two oracles for both seeds and the report, nothing else of seed 0; the report judges the claims on
+    the two paired seeds; then a pmix change reruns the bgmix branch of each seed and nothing else."""
     copy = tmp_path / "project"
     shutil.copytree(project, copy, symlinks=True)
     _set_param(copy, "extra_seeds", [1])
+    _set_param(copy, "oracles", ["moco"])
     ran = _ran(dvc(copy, "repro"))
     per_seed = {
         *(f"pretrain-seed@1-{m}" for m in ("moco", "byol")),
@@ -154,7 +155,13 @@ def test_an_extra_seed_trains_and_evaluates_a_paired_run(project, tmp_path):
         "detect-seed@1-moco",
         "detect-seed-retrain@1-moco-oacrop",
     }
-    assert ran == per_seed | {"report"}, sorted(ran ^ (per_seed | {"report"}))
+    oracles = {
+        f"{family}{seed}-oracle@{prefix}moco-{d}"
+        for family in ("retrain", "lineval", "shift")
+        for seed, prefix in (("", ""), ("-seed", "1-"))
+        for d in ("oacrop_gt", "hardmix_gt")
+    }
+    assert ran == per_seed | oracles | {"report"}, sorted(ran ^ (per_seed | oracles | {"report"}))
     s1 = copy / "artifacts" / "seeds" / "s1"
     for model in ("moco", "byol", "moco-oacrop", "byol-bgmix"):  # the same files as the base run, trained anew
         assert json.loads((s1 / "metrics" / f"lineval-{model}.json").read_text())["crops"]["test_images"] > 0
@@ -163,7 +170,11 @@ def test_an_extra_seed_trains_and_evaluates_a_paired_run(project, tmp_path):
         assert (s1 / "models" / name / "backbone.pt").read_bytes() != base, name
     summary = json.loads((copy / "artifacts" / "metrics" / "report.json").read_text())
     assert summary["seeds"] == 2 and 0 <= summary["paired_claims_hold"] <= summary["paired_claims_checked"]
-    assert "Training seeds 0, 1:" in (copy / "artifacts" / "report.md").read_text()
+    text = (copy / "artifacts" / "report.md").read_text()
+    assert "Training seeds 0, 1:" in text
+    for seed in (0, 1):  # the oracles of the base seed and of seed 1, paired
+        assert (copy / f"artifacts/seeds/s{seed}/metrics/shift-moco-hardmix_gt.json").is_file()
+    assert re.search(r"oracle improves the object-crop probe \(moco\) \| crops top-1, .* n = 2 ", text)
     _set_param(copy, "pmix", 0.3)
     ran = _ran(dvc(copy, "repro"))
     bgmix = {f"{s}@{m}-bgmix" for s in ("retrain", "lineval", "shift") for m in ("moco", "byol")}

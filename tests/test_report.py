@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from oacl import report
+from oacl import claims, report
 from oacl.errors import DataError
 from oacl.io.results import write_results
 
@@ -287,6 +287,34 @@ def test_extra_seeds_are_judged_on_paired_differences(tmp_path, metrics):
     assert (s["seeds"], s["paired_claims_hold"]) == (3, 3)  # moco's gain, and both OA-Crop models above random
     assert s["paired_claims_checked"] == 4
     assert s["seeds_wall_minutes"] == 3.0  # the seeds' stages: 1 + 2 min
+
+
+def test_the_oracles_of_every_seed_are_paired_and_stale_files_left_out(tmp_path, metrics):
+    """``oracles: [moco]``: the base seed's oracle files in ``s<pretrain.seed>/`` join the base run (and
+    nothing else there does); an oracle of a method no longer listed, left behind by DVC, is not read."""
+    seeds = tmp_path / "seeds"
+    base, one = seeds / "s0" / "metrics", seeds / "s1" / "metrics"
+    write_results(base / "lineval-moco-oacrop_gt.json", lineval(63.0, 40.0))
+    write_results(base / "retrain-moco-oacrop_gt.json", {"final_loss": 6.0, "seconds": 120.0})
+    write_results(base / "lineval-moco.json", lineval(10.0, 10.0))  # stale: seed 0 once an extra seed
+    write_results(base / "lineval-byol-oacrop_gt.json", lineval(99.0, 40.0))  # stale: byol not listed
+    write_results(one / "lineval-moco.json", lineval(58.0, 40.0))
+    write_results(one / "lineval-moco-oacrop_gt.json", lineval(62.0, 40.0))
+    write_results(one / "lineval-byol-oacrop_gt.json", lineval(99.0, 40.0))
+    write_results(one / "retrain-byol-oacrop_gt.json", {"final_loss": 6.0, "seconds": 600.0})
+    mdir = tmp_path / "metrics"
+    for name, d in metrics.items():
+        write_results(mdir / f"{name}.json", d)
+    runs = report.seed_runs(mdir, seeds, 0, [1], oracles=["moco"])
+    assert runs[0].metrics["lineval-moco.json:crops.top1"] == 60.0
+    assert runs[0].metrics["lineval-moco-oacrop_gt.json:crops.top1"] == 63.0
+    assert not [k for r in runs for k in r.metrics if k.startswith("lineval-byol-oacrop_gt")]
+    rows = {c.text: c for c in claims.paired_claims(runs)}
+    gt = rows["OA-Crop (ground-truth boxes, the oracle) improves the object-crop probe (moco)"]
+    assert "mean +3.5" in gt.measured and "(per seed +3.0 / +4.0)" in gt.measured
+    # stage time under the seeds folder: the base seed's oracle (2 min), not the unlisted byol one
+    assert report.seeds_seconds(seeds, [1], 0, ["moco"]) == 120.0
+    assert report.seeds_seconds(seeds, [1], 0, ["moco", "byol"]) == 720.0
 
 
 def test_one_training_seed_says_how_to_add_more(metrics):

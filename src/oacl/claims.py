@@ -43,6 +43,8 @@ __all__ = [
     "PairedClaim",
     "by_seed",
     "seed_column",
+    "seed_files",
+    "oracle_method",
     "with_extra_seeds",
     "read_metrics_dir",
     "paired_claims",
@@ -112,16 +114,46 @@ def seed_column(base: Column, seed: int, metrics: Mapping[str, Any], seed_param:
     return Column(f"{base.label} seed {seed}", {**base.params, seed_param: seed}, {**control, **metrics})
 
 
+ORACLE_DEBIAS = ("oacrop_gt", "hardmix_gt")  # what the `*-oracle` stages train (params `oracles`)
+
+
+def oracle_method(stem: str) -> str | None:
+    """The method of an oracle's metrics file (``lineval-moco-oacrop_gt`` → ``moco``), else None."""
+    parts = stem.split("-")
+    return parts[1] if len(parts) == 3 and parts[2] in ORACLE_DEBIAS else None
+
+
+def seed_files(metrics: Mapping[str, Any], oracles: Sequence[str], only_oracles: bool = False) -> dict[str, Any]:
+    """A seed folder's ``metrics`` (keyed ``<stem>.json:…`` or by stem) less the oracles of methods that
+    ``oracles`` no longer lists (DVC leaves a removed stage's outputs in place); ``only_oracles``: the
+    listed oracles alone (the base seed's folder holds nothing else of its run)."""
+
+    def keep(key: str) -> bool:
+        method = oracle_method(key.split(".json", 1)[0])
+        if method is None:
+            return not only_oracles
+        return method in oracles
+
+    return {k: v for k, v in metrics.items() if keep(k)}
+
+
 def with_extra_seeds(root: str, seed_param: str = "pretrain.seed") -> list[Column]:
-    """The project folder ``root`` as :func:`oacl.exps.workspace` reads it, and one column per entry of
-    its ``extra_seeds``, each with the metrics under ``artifacts/seeds/s<seed>/metrics`` that the
-    folder's ``dvc.lock`` shows current."""
+    """The project folder ``root`` as :func:`oacl.exps.workspace` reads it, with its base seed's oracles
+    (params ``oracles``), and one column per entry of its ``extra_seeds``, each with the metrics under
+    ``artifacts/seeds/s<seed>/metrics``; only metrics the folder's ``dvc.lock`` shows current."""
     base = workspace(root)
-    out = [base]
-    for seed in base.params.get("extra_seeds") or []:
+    oracles = base.params.get("oracles") or []
+
+    def seed_metrics(seed: Any, only_oracles: bool = False) -> dict[str, Any]:
         ws = workspace(root, metrics_dir=f"{SEEDS_DIR}/s{seed}/metrics")
-        out.append(seed_column(base, int(seed), ws.metrics, seed_param))
-    return out
+        return seed_files(ws.metrics, oracles, only_oracles)
+
+    base_seed = base.params.get(seed_param)
+    if base_seed is not None:
+        base = Column(base.label, base.params, {**base.metrics, **seed_metrics(base_seed, only_oracles=True)})
+    return [base] + [
+        seed_column(base, int(seed), seed_metrics(seed), seed_param) for seed in base.params.get("extra_seeds") or []
+    ]
 
 
 def read_metrics_dir(metrics_dir: str) -> dict[str, Any]:

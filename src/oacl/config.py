@@ -653,6 +653,10 @@ class Params:
     extra_seeds: tuple[int, ...] = spec(
         default_factory=tuple, ge=0, doc="training seeds beyond pretrain.seed, each run under artifacts/seeds/s<seed>/"
     )
+    oracles: tuple[Literal["moco", "byol"], ...] = spec(
+        default_factory=tuple,
+        doc="methods retrained with the true boxes (oacrop_gt) and masks (hardmix_gt), for every seed",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     contracam: ContraCAMSection = field(default_factory=ContraCAMSection)
@@ -668,6 +672,8 @@ class Params:
                 what = "pretrain.seed" if seed == self.pretrain.seed else "another entry"
                 raise ConfigError(f"params: 'extra_seeds' repeats seed {seed} ({what}); each seed trains once")
             seen.add(seed)
+        if len(set(self.oracles)) != len(self.oracles):
+            raise ConfigError(f"params: 'oracles' lists a method twice: {list(self.oracles)}")
 
 
 # ----------------------------------------------------------------------- machinery

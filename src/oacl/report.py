@@ -724,19 +724,28 @@ def run_summary(
     ]
 
 
-def seed_runs(metrics_dir: str | Path, seeds_dir: str | Path, base_seed: int, extra_seeds: Sequence[int]) -> list[Any]:
+def seed_runs(
+    metrics_dir: str | Path,
+    seeds_dir: str | Path,
+    base_seed: int,
+    extra_seeds: Sequence[int],
+    oracles: Sequence[str] = (),
+) -> list[Any]:
     """The base run and each extra seed's (params ``extra_seeds``) as :class:`oacl.exps.Column` s, for
     :func:`oacl.claims.paired_claims`: the headline metrics under ``metrics_dir`` and under
-    ``<seeds_dir>/s<seed>/metrics``; every seed shares the base run's random-init control."""
-    from oacl.claims import read_metrics_dir, seed_column
+    ``<seeds_dir>/s<seed>/metrics``, where the base seed has the oracles of the methods ``oracles``
+    lists (params ``oracles``); every seed shares the base run's random-init control."""
+    from oacl.claims import read_metrics_dir, seed_column, seed_files
     from oacl.exps import Column
+
+    def seed_dir(seed: int) -> str:
+        return str(Path(seeds_dir) / f"s{seed}" / "metrics")
 
     own = read_metrics_dir(str(metrics_dir))
     base_metrics = {k: v for k, v in own.items() if not k.startswith("report.json:")}  # not this stage's last output
+    base_metrics.update(seed_files(read_metrics_dir(seed_dir(base_seed)), oracles, only_oracles=True))
     base = Column(f"seed {base_seed}", {"pretrain.seed": base_seed}, base_metrics)
-    return [base] + [
-        seed_column(base, s, read_metrics_dir(str(Path(seeds_dir) / f"s{s}" / "metrics"))) for s in extra_seeds
-    ]
+    return [base] + [seed_column(base, s, seed_files(read_metrics_dir(seed_dir(s)), oracles)) for s in extra_seeds]
 
 
 def paired_section(runs: Sequence[Any]) -> str:
@@ -788,15 +797,24 @@ def render(
     return "\n\n".join(sections) + "\n"
 
 
-def seeds_seconds(seeds_dir: str | Path, extra_seeds: Sequence[int]) -> float:
-    """Wall seconds the extra seeds' stages recorded (:func:`stage_seconds` of each ``s<seed>/metrics``)."""
-    return sum(sum(stage_seconds(load_metrics(Path(seeds_dir) / f"s{s}" / "metrics")).values()) for s in extra_seeds)
+def seeds_seconds(
+    seeds_dir: str | Path, extra_seeds: Sequence[int], base_seed: int | None = None, oracles: Sequence[str] = ()
+) -> float:
+    """Wall seconds the stages under ``seeds_dir`` recorded (:func:`stage_seconds`): each extra seed's, and
+    the ``base_seed``'s oracles (params ``oracles``)."""
+    from oacl.claims import seed_files
+
+    total = 0.0
+    for seed in [*([] if base_seed is None else [base_seed]), *extra_seeds]:
+        m = seed_files(load_metrics(Path(seeds_dir) / f"s{seed}" / "metrics"), oracles, only_oracles=seed == base_seed)
+        total += sum(stage_seconds(m).values())
+    return total
 
 
 def summary(m: Mapping[str, Any], seeds: Sequence[Any] = (), seeds_seconds: float = 0.0) -> dict[str, Any]:
     """The headline for ``dvc metrics``: how many claims hold, and the stages' recorded wall time; with
-    two or more ``seeds`` (:func:`seed_runs`) also how many claims hold on the paired seeds, and the
-    extra seeds' stage time (``seeds_seconds``) as ``seeds_wall_minutes``."""
+    two or more ``seeds`` (:func:`seed_runs`) also how many claims hold on the paired seeds; the stage
+    time under ``artifacts/seeds`` (``seeds_seconds``: extra seeds, oracles) as ``seeds_wall_minutes``."""
     cl = claims(m)
     out = {
         "claims_hold": sum(c.verdict == "holds" for c in cl),
@@ -810,6 +828,7 @@ def summary(m: Mapping[str, Any], seeds: Sequence[Any] = (), seeds_seconds: floa
         out["seeds"] = len(seeds)
         out["paired_claims_hold"] = sum(c.verdict == "holds" for c in paired)
         out["paired_claims_checked"] = sum(c.verdict != "n/a" for c in paired)
+    if len(seeds) >= 2 or seeds_seconds:
         out["seeds_wall_minutes"] = round(seeds_seconds / 60.0, 1)
     return out
 
