@@ -99,9 +99,9 @@ def test_a_repro_log_in_a_file_has_no_carriage_returns(project):
 
 
 def seed_families(project: Path) -> set[str]:
-    """The stage families of dvc.yaml that ``extra_seeds`` expands (none by default)."""
+    """The stage families of dvc.yaml that ``extra_seeds`` or ``oracles`` expand (none by default)."""
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
-    return {name for name, stage in stages.items() if "extra_seeds" in str(stage.get("matrix", ""))}
+    return {name for name, stage in stages.items() if re.search(r"extra_seeds|oracles", str(stage.get("matrix", "")))}
 
 
 def test_repro_builds_every_output(project):
@@ -174,7 +174,7 @@ def test_an_extra_seed_trains_and_evaluates_a_paired_run(project, tmp_path):
     assert "Training seeds 0, 1:" in text
     for seed in (0, 1):  # the oracles of the base seed and of seed 1, paired
         assert (copy / f"artifacts/seeds/s{seed}/metrics/shift-moco-hardmix_gt.json").is_file()
-    assert re.search(r"oracle improves the object-crop probe \(moco\) \| crops top-1, .* n = 2 ", text)
+    assert re.search(r"the oracle\) improves the object-crop probe \(moco\) \| crops top-1, .* n = 2 ", text)
     _set_param(copy, "pmix", 0.3)
     ran = _ran(dvc(copy, "repro"))
     bgmix = {f"{s}@{m}-bgmix" for s in ("retrain", "lineval", "shift") for m in ("moco", "byol")}
