@@ -275,7 +275,7 @@ READS: dict[str, list[str]] = {
     "benchmark_record": ["benchmark.json"],
 }
 NOT_READERS = {"ImageSource"}  # names of oacl.data.source that open no file
-TRAINING = ("pretrain", "contracam", "retrain")  # their -seed twins too
+TRAINING = ("pretrain", "contracam", "retrain")  # and their -seed / -oracle families
 
 
 def source_readers(root: Path, script: Path) -> set[str]:
@@ -324,7 +324,7 @@ def test_every_stage_depends_on_the_data_it_reads_and_training_on_no_test_split(
         deps = [d.rstrip("/") for d in stage["deps"] if d == data_root or d.startswith(data_root + "/")]
         missing = sorted(f for f in reads if not any(f == d or f.startswith(d + "/") for d in deps))
         assert not missing, f"{name} reads {missing} without a dep on them"
-        if name.split("@")[0].split("-seed")[0] in TRAINING:
+        if name.split("@")[0].split("-")[0] in TRAINING:
             assert reads and set(deps) == reads, (name, sorted(set(deps) ^ reads))
     assert {f for f in data_reads(REPO, stages["contracam@single"], "d")} == {"d/single/train.h5"}
 
