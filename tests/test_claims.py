@@ -153,10 +153,24 @@ def test_cli_writes_the_claims_file(tmp_path, capsys):
     held = sum(c["verdict"] == "holds" for c in doc["claims"])
     assert f"{held} of {len(doc['claims'])} claims hold" in md.read_text()
     # the per-model table: crops 65 / 66 / 66 -> mean 65.7, s.d. 0.577, s.e. 0.33; files it lacks: –
-    assert "| moco-oacrop | 65.7 ± 0.3 (3) | – | – | – |" in md.read_text()
-    assert "| moco-bgmix | – | – | 21.8 ± 0.4 (3) | 28.2 ± 0.6 (3) |" in md.read_text()
+    # AP50 of the fine-tuned models: moco-oacrop 20 / 18 / 21 -> mean 19.7, s.e. 0.88
+    assert "| model | probe crops | probe ORIGINAL | MIXED-RAND | BG-Gap | AP50 |" in md.read_text()
+    assert "| moco-oacrop | 65.7 ± 0.3 (3) | – | – | – | 19.7 ± 0.9 (3) |" in md.read_text()
+    assert "| moco-bgmix | – | – | 21.8 ± 0.4 (3) | 28.2 ± 0.6 (3) | – |" in md.read_text()
     assert md.read_text().index("| random |") < md.read_text().index("| byol |") < md.read_text().index("| moco |")
     assert "| BG-Mixup lowers the BG-Gap (moco) |" in capsys.readouterr().out
+
+
+def test_the_model_table_has_an_ap50_column_only_when_some_model_was_fine_tuned():
+    runs = list(claims.by_seed(exps.columns(shown())).values())
+    assert claims.model_table(runs)[0].endswith("| BG-Gap | AP50 |")
+    no_detect = [
+        exps.Column(r.label, r.params, {k: v for k, v in r.metrics.items() if not k.startswith("detect-")})
+        for r in runs
+    ]
+    rows = claims.model_table(no_detect)
+    assert rows[0] == "| model | probe crops | probe ORIGINAL | MIXED-RAND | BG-Gap |"
+    assert all(row.count("|") == 6 for row in rows)
 
 
 def test_cli_names_the_differing_param(tmp_path, capsys):

@@ -344,8 +344,10 @@ def to_json(
     }
 
 
-# the per-model table of the Markdown: these headline panels of oacl.exps.HEADLINE, in this order
-MODEL_PANELS = ("probe crops", "probe ORIGINAL", "MIXED-RAND", "BG-Gap")
+# the per-model table of the Markdown: these headline panels of oacl.exps.HEADLINE, in this order;
+# the optional ones (detection: fine-tuned for a few models, or none) only when some model has them
+MODEL_PANELS = ("probe crops", "probe ORIGINAL", "MIXED-RAND", "BG-Gap", "AP50")
+OPTIONAL_PANELS = ("AP50",)
 
 
 def model_table(runs: Sequence[Column]) -> list[str]:
@@ -355,10 +357,12 @@ def model_table(runs: Sequence[Column]) -> list[str]:
         panel, model = label.rsplit(" ", 1)
         if panel in MODEL_PANELS:
             by_model.setdefault(model, {})[panel] = key
-    rows = ["| model | " + " | ".join(MODEL_PANELS) + " |", "|---" * (len(MODEL_PANELS) + 1) + "|"]
+    seen = {panel for keys in by_model.values() for panel in keys}
+    panels = [p for p in MODEL_PANELS if p not in OPTIONAL_PANELS or p in seen]
+    rows = ["| model | " + " | ".join(panels) + " |", "|---" * (len(panels) + 1) + "|"]
     for model in sorted(by_model, key=lambda m: (m != "random", m.split("-")[0], m)):
         cells = []
-        for panel in MODEL_PANELS:
+        for panel in panels:
             vals = _values_present(runs, by_model[model].get(panel))
             if not vals:
                 cells.append("–")
@@ -395,7 +399,8 @@ def to_markdown(doc: Mapping[str, Any], runs: Sequence[Column] = ()) -> str:
         "",
         *(
             [
-                "Per model: top-1 % (linear probe) and BG-Gap, mean ± s.e. over seeds (how many seeds have it).",
+                "Per model: top-1 % (linear probe, MIXED-RAND), BG-Gap and, where fine-tuned, detection bbox AP50; "
+                "mean ± s.e. over seeds (how many seeds have it).",
                 "",
                 *model_table(runs),
                 "",
