@@ -159,6 +159,7 @@ def test_cli_writes_the_claims_file(tmp_path, capsys):
     assert "| moco-bgmix | – | – | 21.8 ± 0.4 (3) | 28.2 ± 0.6 (3) | – |" in md.read_text()
     assert md.read_text().index("| random |") < md.read_text().index("| byol |") < md.read_text().index("| moco |")
     assert "| BG-Mixup lowers the BG-Gap (moco) |" in capsys.readouterr().out
+    assert "Detection is judged on means: the vanilla AP50 at least 20, OA-Crop's paired difference" in md.read_text()
 
 
 def test_the_model_table_has_an_ap50_column_only_when_some_model_was_fine_tuned():

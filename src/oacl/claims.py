@@ -5,7 +5,10 @@ the vanilla model of a seed and its debiased twins share that seed, so each clai
 the **paired** differences (debiased − vanilla, one per seed). A claim holds when the mean
 paired difference lies beyond twice its standard error (s.e. = s.d. / √n, n ≥ 2 seeds) in the
 claimed direction, and — for a debiased model — when that model also beats the random-init
-control beyond twice the s.e. of its own differences from the control. The report of one run
+control beyond twice the s.e. of its own differences from the control. Detection is judged on
+means: the vanilla AP50 must reach :data:`DETECTION_FLOOR` (else the fine-tune does not inform), and
+OA-Crop "does not hurt" when its mean paired difference is at least −:data:`DETECTION_MARGIN` AP50
+(the measured text gives the s.e. beside it). The report of one run
 (``oacl.report``) judges the same claims against binomial test-set noise; this judges them
 against seed-to-seed variation, which is what a few-point effect has to clear::
 
@@ -395,7 +398,13 @@ def to_markdown(doc: Mapping[str, Any], runs: Sequence[Column] = ()) -> str:
         f"{held} of {len(doc['claims'])} claims hold"
         + (f" ({na} not judged: a metric missing in some seed, or one seed)" if (na := _count(doc, "n/a")) else "")
         + ". A claim holds when the mean paired difference lies "
-        "beyond 2 s.e. over seeds in the claimed direction (debiased models also beyond the random-init control).",
+        "beyond 2 s.e. over seeds in the claimed direction (debiased models also beyond the random-init control)."
+        + (
+            f" Detection is judged on means: the vanilla AP50 at least {DETECTION_FLOOR:.0f}, OA-Crop's paired "
+            f"difference at least −{DETECTION_MARGIN:.0f} AP50."
+            if any("detection" in c["text"] for c in doc["claims"])
+            else ""
+        ),
         "",
         *(
             [
